@@ -1,0 +1,60 @@
+"""kvstore's client-facing gRPC API: etcd v3 KV, Maintenance, Cluster, Health.
+
+Owns: registering the servicers on a `grpc.aio.Server` (`add_servicers`)
+and the server options clients depend on (`grpc_server_options`,
+`GRPC_SERVER_OPTIONS`: receive limit = max-request-bytes + 512 KiB,
+keepalive policy for Go clients).
+Never: creates or binds the server (the `kvstore` command does), never
+touches Raft/MVCC (everything goes through the KvServer facade).
+
+Usage::
+
+    server = grpc.aio.server(options=grpc_server_options(cfg.max_request_bytes))
+    add_servicers(server, node.kv, max_request_bytes=cfg.max_request_bytes)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from kvstore.api.options import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    GRPC_SERVER_OPTIONS,
+    MAX_TXN_OPS,
+    grpc_server_options,
+)
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "GRPC_SERVER_OPTIONS",
+    "MAX_TXN_OPS",
+    "add_servicers",
+    "grpc_server_options",
+]
+
+
+def add_servicers(
+    server: grpc.aio.Server,
+    kv: Any,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_txn_ops: int = MAX_TXN_OPS,
+) -> None:
+    """Register KV, Maintenance, Cluster and grpc.health.v1 (overall status
+    SERVING, like etcd) for the KvServer facade `kv`. Call before start()."""
+    from kvstore.api.cluster import ClusterServicer
+    from kvstore.api.kv import KvServicer
+    from kvstore.api.maintenance import MaintenanceServicer
+    from kvstore.pb import rpc_pb2_grpc
+
+    rpc_pb2_grpc.add_KVServicer_to_server(
+        KvServicer(kv, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops), server
+    )
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(kv), server)
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(kv), server)
+    # The aio HealthServicer starts with the overall service ("") SERVING.
+    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)

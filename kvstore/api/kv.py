@@ -1,0 +1,88 @@
+"""KV servicer (`etcdserverpb.KV`): validate, delegate to KvServer, map errors.
+
+Owns: the per-RPC sequence etcd's v3rpc `kvServer` follows — shape checks
+(api.validation), the size limit for writes, the call into the facade, and
+making sure the response carries a ResponseHeader.
+Never: touches MVCC, Raft or the network itself; never catches an error
+locally (api.errors.grpc_errors maps every exception in one place).
+
+Hot path: every unary KV call passes here, so each method does only the
+checks etcd does, in etcd's order, with no allocation beyond the response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from kvstore import errors
+from kvstore.api.errors import grpc_errors
+from kvstore.api.options import DEFAULT_MAX_REQUEST_BYTES, MAX_TXN_OPS
+from kvstore.api.validation import (
+    check_delete_range,
+    check_put,
+    check_range,
+    check_request_size,
+    check_txn,
+)
+from kvstore.pb import rpc_pb2_grpc
+from kvstore.server.kv_server import txn_is_read_only
+
+Context = grpc.aio.ServicerContext
+
+
+def ensure_header(kv: Any, resp: Any) -> Any:
+    """Fill a header the facade left empty (member_id is never 0 once filled),
+    keeping a revision it did set."""
+    hdr = resp.header
+    if not hdr.member_id:
+        hdr.CopyFrom(kv.header(hdr.revision or None))
+    return resp
+
+
+class KvServicer(rpc_pb2_grpc.KVServicer):
+    """`kv` is the KvServer facade (async range/put/delete_range/txn/compact)."""
+
+    def __init__(
+        self,
+        kv: Any,
+        *,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_txn_ops: int = MAX_TXN_OPS,
+    ) -> None:
+        self._kv = kv
+        self._max_request_bytes = max_request_bytes
+        self._max_txn_ops = max_txn_ops
+
+    @grpc_errors
+    async def Range(self, request: Any, context: Context) -> Any:  # noqa: N802
+        check_range(request)
+        # No size check: etcd measures only what it proposes to Raft.
+        return ensure_header(self._kv, await self._kv.range(request))
+
+    @grpc_errors
+    async def Put(self, request: Any, context: Context) -> Any:  # noqa: N802
+        check_put(request)
+        check_request_size(request, self._max_request_bytes)
+        return ensure_header(self._kv, await self._kv.put(request))
+
+    @grpc_errors
+    async def DeleteRange(self, request: Any, context: Context) -> Any:  # noqa: N802
+        check_delete_range(request)
+        check_request_size(request, self._max_request_bytes)
+        return ensure_header(self._kv, await self._kv.delete_range(request))
+
+    @grpc_errors
+    async def Txn(self, request: Any, context: Context) -> Any:  # noqa: N802
+        check_txn(request, self._max_txn_ops)
+        # ByteSize is computed in C; the read-only walk only runs for huge txns
+        # (etcd serves read-only txns locally, so it never size-checks them).
+        if request.ByteSize() > self._max_request_bytes and not txn_is_read_only(request):
+            raise errors.REQUEST_TOO_LARGE()
+        return ensure_header(self._kv, await self._kv.txn(request))
+
+    @grpc_errors
+    async def Compact(self, request: Any, context: Context) -> Any:  # noqa: N802
+        # Revision checks (compacted / future) belong to mvcc, as in etcd.
+        return ensure_header(self._kv, await self._kv.compact(request))

@@ -1,0 +1,1 @@
+"""Command-line entry points: `kvstore` (the server) and `kvctl` (the client CLI)."""

@@ -1,0 +1,201 @@
+"""`kvstore`: run one cluster member, with etcd's flag names.
+
+Owns: flag/env parsing (every flag also reads KVSTORE_<FLAG>), turning every
+startup problem into ONE line on stderr and a non-zero exit (never a
+traceback), the client gRPC server around the api servicers, the optional
+metrics/health HTTP listener, the ready line, and graceful shutdown on
+SIGTERM/SIGINT (stop accepting, let in-flight RPCs finish within a grace
+period, stop the node, exit 0).
+Never: implements request handling (api/ and server/ do).
+
+With no flags: a single-node cluster named "default" in ./default.kvstore,
+clients on 127.0.0.1:2379, peers on 127.0.0.1:2380 — like etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+from kvstore.server.config import (
+    DEFAULT_CLIENT_URL,
+    DEFAULT_PEER_URL,
+    DEFAULT_TOKEN,
+    ConfigError,
+    NodeConfig,
+    split_urls,
+)
+from kvstore.server.errors import DataDirError, StartupError
+
+log = logging.getLogger("kvstore")
+
+SHUTDOWN_GRACE_S = 5.0
+EXIT_BAD_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
+    env = "KVSTORE_" + flag.lstrip("-").replace("-", "_").upper()
+    return click.option(flag, envvar=env, show_envvar=True, **kw)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_opt("--name", default="default", show_default=True, help="Human-readable member name.")
+@_opt("--data-dir", default="", help="Data directory [default: ${name}.kvstore].")
+@_opt("--listen-client-urls", default=DEFAULT_CLIENT_URL, show_default=True)
+@_opt("--advertise-client-urls", default="", help="[default: the listen client URLs]")
+@_opt("--listen-peer-urls", default=DEFAULT_PEER_URL, show_default=True)
+@_opt("--initial-advertise-peer-urls", default=DEFAULT_PEER_URL, show_default=True)
+@_opt("--initial-cluster", default="", help="name=peerURL,... [default: this member only]")
+@_opt(
+    "--initial-cluster-state",
+    default="new",
+    show_default=True,
+    help="'new' to bootstrap, 'existing' to join a running cluster.",
+)
+@_opt("--initial-cluster-token", default=DEFAULT_TOKEN, show_default=True)
+@_opt("--heartbeat-interval", type=int, default=100, show_default=True, help="Milliseconds.")
+@_opt("--election-timeout", type=int, default=1000, show_default=True, help="Milliseconds.")
+@_opt("--snapshot-count", type=int, default=100_000, show_default=True)
+@_opt("--max-request-bytes", type=int, default=1_572_864, show_default=True)
+@_opt("--listen-metrics-urls", default="", help="HTTP /metrics, /health, /version.")
+@_opt(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warn", "error"]),
+    default="info",
+    show_default=True,
+)
+def _command(**kw: Any) -> None:
+    """Run a kvstore cluster member (etcd v3 API compatible)."""
+    logging.basicConfig(
+        level=getattr(logging, {"warn": "WARNING"}.get(kw["log_level"], kw["log_level"].upper())),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    cfg = build_config(kw)
+    try:
+        code = asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+def build_config(kw: dict[str, Any]) -> NodeConfig:
+    try:
+        listen_client = split_urls(kw["listen_client_urls"], "--listen-client-urls")
+        cfg = NodeConfig(
+            name=kw["name"],
+            data_dir=kw["data_dir"],
+            listen_client_urls=listen_client,
+            advertise_client_urls=split_urls(kw["advertise_client_urls"], "--advertise-client-urls")
+            or listen_client,
+            listen_peer_urls=split_urls(kw["listen_peer_urls"], "--listen-peer-urls"),
+            initial_advertise_peer_urls=split_urls(
+                kw["initial_advertise_peer_urls"], "--initial-advertise-peer-urls"
+            ),
+            initial_cluster=kw["initial_cluster"],
+            initial_cluster_state=kw["initial_cluster_state"],
+            initial_cluster_token=kw["initial_cluster_token"],
+            heartbeat_interval_ms=kw["heartbeat_interval"],
+            election_timeout_ms=kw["election_timeout"],
+            snapshot_count=kw["snapshot_count"],
+            max_request_bytes=kw["max_request_bytes"],
+            listen_metrics_urls=split_urls(kw["listen_metrics_urls"], "--listen-metrics-urls"),
+        )
+        return cfg.validate()
+    except ConfigError as exc:
+        _die(str(exc), EXIT_BAD_CONFIG)
+        raise AssertionError("unreachable") from exc
+
+
+def _die(message: str, code: int) -> None:
+    click.echo(f"kvstore: error: {message}", err=True)
+    sys.exit(code)
+
+
+async def serve(cfg: NodeConfig) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    import grpc
+
+    from kvstore.api import add_servicers, grpc_server_options
+    from kvstore.server.http import MetricsServer
+    from kvstore.server.runtime import KvNode, bind
+
+    options = grpc_server_options(cfg.max_request_bytes)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    client_server = grpc.aio.server(options=options)
+    node = KvNode(cfg)
+    metrics: MetricsServer | None = None
+    try:
+        for url in cfg.listen_client_urls:
+            bind(client_server, url, "--listen-client-urls")
+        await node.start()
+        assert node.kv is not None
+        add_servicers(client_server, node.kv, max_request_bytes=cfg.max_request_bytes)
+        await client_server.start()
+        if cfg.listen_metrics_urls:
+            metrics = MetricsServer(node)
+            await metrics.start(cfg.listen_metrics_urls)
+    except Exception as exc:  # noqa: BLE001 - every startup failure is one line
+        if not isinstance(exc, DataDirError | StartupError | ConfigError):
+            log.debug("startup failed", exc_info=True)
+            exc = StartupError(f"startup failed: {type(exc).__name__}: {exc}")
+        await client_server.stop(grace=0)
+        if metrics is not None:
+            await metrics.stop()
+        await node.stop()
+        click.echo(f"kvstore: error: {exc}", err=True)
+        return EXIT_STARTUP
+    addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
+    print(f"kvstore: ready to serve client requests on {addrs}", flush=True)
+    log.info(
+        "member %s (%x) of cluster %x started; data dir %s",
+        cfg.name, node.kv.member_id, node.kv.cluster_id, cfg.data_dir,
+    )  # fmt: skip
+    code = await _wait_for_stop(stop, node)
+    log.info("shutting down")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    await client_server.stop(grace=SHUTDOWN_GRACE_S)
+    if metrics is not None:
+        await metrics.stop()
+    await node.stop()
+    return code
+
+
+async def _wait_for_stop(stop: asyncio.Event, node: Any) -> int:
+    """Return 0 on SIGTERM/SIGINT, 1 if the Raft driver died."""
+    driver_task = node.driver.task if node.driver is not None else None
+    stop_task = asyncio.create_task(stop.wait())
+    waiting = {stop_task} | ({driver_task} if driver_task is not None else set())
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if stop_task not in done:
+        stop_task.cancel()
+        click.echo("kvstore: error: the raft driver stopped unexpectedly", err=True)
+        return EXIT_STARTUP
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click errors become one line, exit code 2."""
+    try:
+        _command.main(args=argv, prog_name="kvstore", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.ClickException as exc:
+        _die(exc.format_message().replace("\n", " "), EXIT_BAD_CONFIG)
+    except click.exceptions.Abort:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

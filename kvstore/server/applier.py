@@ -1,0 +1,171 @@
+"""Applier: committed Raft entries -> MVCC / membership changes -> results.
+
+Owns: decoding entry payloads (InternalRequest, ConfChange), running each one
+against one MVCC apply batch, and recording the applied index (and the member
+table when it changed) in that same batch, so that a crash either keeps the
+whole batch or none of it and replay is exactly-once.
+Never: reads the clock, randomness or per-node settings (apply must be
+deterministic on every member); never touches Raft or the network.
+
+Request kinds other than KV writes (leases, alarms) are dispatched to handlers
+registered with `register(kind, fn)`; an unhandled kind answers NOT_CAPABLE on
+every member alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvstore import errors
+from kvstore.raft.types import ConfChange, ConfChangeType, Entry, EntryType
+from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
+
+log = logging.getLogger(__name__)
+
+APPLIED_INDEX_KEY = b"applied_index"
+APPLIED_TERM_KEY = b"applied_term"
+
+# fn(batch, request_message) -> response message (may raise EtcdError)
+Handler = Callable[[Any, Any], Any]
+
+
+def encode_u64(value: int) -> bytes:
+    return struct.pack(">Q", value)
+
+
+def decode_u64(data: bytes | None) -> int:
+    return struct.unpack(">Q", data)[0] if data else 0
+
+
+@dataclass
+class ApplyResult:
+    applied_index: int = 0
+    applied_term: int = 0
+    # (request id, response message or EtcdError) for entries proposed with an id.
+    results: list[tuple[int, Any]] = field(default_factory=list)
+    # [(revision, [mvccpb.Event])] for the watch hub.
+    events: list[tuple[int, list[Any]]] = field(default_factory=list)
+    members_changed: bool = False
+    # Ids removed from the cluster in this batch (the transport drops them).
+    removed: list[int] = field(default_factory=list)
+
+
+def decode_member_context(data: bytes) -> Member | None:
+    """ConfChange.context -> Member (internalpb.MemberContext), None if empty."""
+    if not data:
+        return None
+    from kvstore.pb import internal_pb2
+
+    ctx = internal_pb2.MemberContext.FromString(data)
+    return Member(
+        id=ctx.member_id,
+        name=ctx.name,
+        peer_urls=list(ctx.peer_urls),
+        is_learner=ctx.is_learner,
+    )
+
+
+def encode_member_context(member: Member) -> bytes:
+    from kvstore.pb import internal_pb2
+
+    return internal_pb2.MemberContext(
+        member_id=member.id,
+        name=member.name,
+        peer_urls=member.peer_urls,
+        is_learner=member.is_learner,
+    ).SerializeToString()
+
+
+class Applier:
+    """Applies batches of committed entries. Called only by the driver task."""
+
+    def __init__(self, store: Any, members: MemberTable, applied_index: int = 0) -> None:
+        from kvstore.pb import internal_pb2
+
+        self._store = store
+        self._members = members
+        self._request_type = internal_pb2.InternalRequest
+        self.applied_index = applied_index
+        self._handlers: dict[str, Handler] = {
+            "put": lambda b, r: b.put(r),
+            "delete_range": lambda b, r: b.delete_range(r),
+            "txn": lambda b, r: b.txn(r),
+            "compaction": self._compact,
+        }
+
+    def register(self, kind: str, handler: Handler) -> None:
+        """Route InternalRequest field `kind` (e.g. 'lease_grant') to `handler`."""
+        self._handlers[kind] = handler
+
+    @staticmethod
+    def _compact(batch: Any, req: Any) -> Any:
+        return batch.compact(req.revision)
+
+    def apply(self, entries: list[Entry]) -> ApplyResult:
+        """Apply `entries` (ascending, contiguous) in one MVCC batch."""
+        result = ApplyResult(applied_index=self.applied_index)
+        todo = [e for e in entries if e.index > self.applied_index]
+        if not todo:
+            return result
+        batch = self._store.begin_batch()
+        for entry in todo:
+            if entry.type == EntryType.CONF_CHANGE:
+                self._apply_conf_change(entry, result)
+            elif entry.data:
+                self._apply_request(batch, entry, result)
+            result.applied_index = entry.index
+            result.applied_term = entry.term
+        batch.set_meta(APPLIED_INDEX_KEY, encode_u64(result.applied_index))
+        batch.set_meta(APPLIED_TERM_KEY, encode_u64(result.applied_term))
+        if result.members_changed:
+            batch.set_meta(MEMBERS_META_KEY, self._members.encode())
+        result.events = batch.commit(sync=False) or []
+        self.applied_index = result.applied_index
+        return result
+
+    def _apply_request(self, batch: Any, entry: Entry, result: ApplyResult) -> None:
+        try:
+            req = self._request_type.FromString(entry.data)
+        except Exception:  # noqa: BLE001 - a garbage entry must not stop the node
+            log.error("skipping undecodable entry at index %d", entry.index)
+            return
+        kind = req.WhichOneof("request")
+        if kind == "member_attributes":
+            attrs = req.member_attributes
+            self._members.set_attributes(attrs.member_id, attrs.name, list(attrs.client_urls))
+            result.members_changed = True
+            if req.id:
+                result.results.append((req.id, None))
+            return
+        handler = self._handlers.get(kind or "")
+        outcome: Any
+        if handler is None:
+            outcome = errors.NOT_CAPABLE()
+        else:
+            try:
+                outcome = handler(batch, getattr(req, kind))
+            except errors.EtcdError as exc:
+                outcome = exc
+        if req.id:
+            result.results.append((req.id, outcome))
+
+    def _apply_conf_change(self, entry: Entry, result: ApplyResult) -> None:
+        try:
+            cc = ConfChange.decode(entry.data)
+        except Exception:  # noqa: BLE001
+            log.error("skipping undecodable conf change at index %d", entry.index)
+            return
+        member = decode_member_context(cc.context) or Member(id=cc.node_id)
+        member.id = cc.node_id
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            self._members.remove(cc.node_id)
+            result.removed.append(cc.node_id)
+        else:
+            member.is_learner = cc.type == ConfChangeType.ADD_LEARNER_NODE
+            self._members.upsert(member)
+        result.members_changed = True
+        log.info("applied conf change %s for member %x", cc.type.name, cc.node_id)

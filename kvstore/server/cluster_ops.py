@@ -1,0 +1,193 @@
+"""Membership and leadership operations behind the Cluster / Maintenance RPCs.
+
+Owns: MemberAdd / MemberRemove / MemberUpdate / MemberPromote as Raft conf
+changes (single-server changes, thesis §4.1) and MoveLeader (§3.10); each
+waits until the change is applied locally before answering, like etcd.
+On a follower the request is forwarded to the leader's advertised client URL
+(published through member_attributes entries), as etcd forwards to its leader.
+Never: edits the member table directly (only the applier does, when the
+conf-change entry is applied); never touches the Raft core (the driver does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+
+from kvstore import errors
+from kvstore.raft.errors import ConfChangeInProgress, NotLeader, ProposalDropped
+from kvstore.raft.types import ConfChange, ConfChangeType, Role
+from kvstore.server.applier import encode_member_context
+from kvstore.server.config import ConfigError, host_port, member_id
+from kvstore.server.membership import Member, MemberTable
+from kvstore.server.node import NodeDriver
+
+# A learner may be promoted once its match index is within this fraction of
+# the leader's commit index (etcd: 90%).
+LEARNER_READY_FRACTION = 0.9
+
+
+def _pb() -> Any:
+    from kvstore.pb import rpc_pb2
+
+    return rpc_pb2
+
+
+class ClusterOps:
+    def __init__(
+        self, driver: NodeDriver, members: MemberTable, header: Any, cluster_token: str
+    ) -> None:
+        self._driver = driver
+        self._members = members
+        self._header = header  # callable(revision) -> ResponseHeader
+        self._token = cluster_token
+
+    # ----------------------------------------------------------- helpers
+    def _pb_members(self) -> list[Any]:
+        pb = _pb()
+        return [
+            pb.Member(
+                ID=m.id, name=m.name, peerURLs=m.peer_urls,
+                clientURLs=m.client_urls, isLearner=m.is_learner,
+            )
+            for m in self._members.all()
+        ]  # fmt: skip
+
+    def _leader_client_url(self) -> str | None:
+        leader = self._members.get(self._driver.leader_id)
+        if leader is None or not leader.client_urls:
+            return None
+        return leader.client_urls[0].split("://", 1)[-1]
+
+    async def _forward(self, method: str, request: Any) -> Any:
+        """Call Cluster/<method> on the leader (we are a follower)."""
+        from kvstore.pb import rpc_pb2_grpc
+
+        target = self._leader_client_url()
+        if target is None:
+            raise errors.NO_LEADER()
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = rpc_pb2_grpc.ClusterStub(channel)
+            try:
+                return await getattr(stub, method)(request, timeout=self._driver.request_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                raise errors.from_message(exc.code(), exc.details() or "") from exc
+
+    async def _change(self, cc: ConfChange) -> None:
+        """Propose `cc` on this (leader) node and wait until it is applied here."""
+        try:
+            index = await self._driver.propose_conf_change(cc)
+        except ConfChangeInProgress as exc:
+            raise errors.MEMBER_NOT_ENOUGH_STARTED() from exc
+        except NotLeader as exc:
+            raise errors.NOT_LEADER() from exc
+        except ProposalDropped as exc:
+            raise errors.NO_LEADER() from exc
+        try:
+            await asyncio.wait_for(
+                self._driver.wait_applied(index), timeout=self._driver.request_timeout_s
+            )
+        except TimeoutError as exc:
+            raise errors.TIMEOUT() from exc
+
+    def _is_leader(self) -> bool:
+        if self._driver.leader_id == 0:
+            raise errors.NO_LEADER()
+        return self._driver.role == Role.LEADER
+
+    # -------------------------------------------------------------- RPCs
+    async def member_add(self, req: Any) -> Any:
+        urls = list(req.peerURLs)
+        try:
+            if not urls:
+                raise ConfigError("no peer URLs")
+            for url in urls:
+                host_port(url)
+        except ConfigError as exc:
+            raise errors.MEMBER_BAD_URLS() from exc
+        known = {u for m in self._members.all() for u in m.peer_urls}
+        if known & set(urls):
+            raise errors.PEER_URL_EXIST()
+        if not self._is_leader():
+            return await self._forward("MemberAdd", req)
+        if req.isLearner and sum(m.is_learner for m in self._members.all()) >= 1:
+            raise errors.TOO_MANY_LEARNERS()
+        # Like etcd, a member added at runtime mixes the time into its id.
+        new_id = member_id(urls, f"{self._token}{int(time.time())}")
+        if new_id in self._members:
+            raise errors.MEMBER_EXIST()
+        member = Member(new_id, "", urls, is_learner=bool(req.isLearner))
+        kind = ConfChangeType.ADD_LEARNER_NODE if req.isLearner else ConfChangeType.ADD_NODE
+        await self._change(ConfChange(kind, new_id, encode_member_context(member)))
+        pb = _pb()
+        return pb.MemberAddResponse(
+            header=self._header(0),
+            member=pb.Member(ID=new_id, peerURLs=urls, isLearner=bool(req.isLearner)),
+            members=self._pb_members(),
+        )
+
+    async def member_remove(self, req: Any) -> Any:
+        if req.ID not in self._members:
+            raise errors.MEMBER_NOT_FOUND()
+        if not self._is_leader():
+            return await self._forward("MemberRemove", req)
+        await self._change(ConfChange(ConfChangeType.REMOVE_NODE, req.ID))
+        return _pb().MemberRemoveResponse(header=self._header(0), members=self._pb_members())
+
+    async def member_update(self, req: Any) -> Any:
+        current = self._members.get(req.ID)
+        if current is None:
+            raise errors.MEMBER_NOT_FOUND()
+        urls = list(req.peerURLs)
+        try:
+            for url in urls:
+                host_port(url)
+        except ConfigError as exc:
+            raise errors.MEMBER_BAD_URLS() from exc
+        others = {u for m in self._members.all() if m.id != req.ID for u in m.peer_urls}
+        if others & set(urls):
+            raise errors.PEER_URL_EXIST()
+        if not self._is_leader():
+            return await self._forward("MemberUpdate", req)
+        member = Member(req.ID, current.name, urls, is_learner=current.is_learner)
+        await self._change(
+            ConfChange(ConfChangeType.UPDATE_NODE, req.ID, encode_member_context(member))
+        )
+        return _pb().MemberUpdateResponse(header=self._header(0), members=self._pb_members())
+
+    async def member_promote(self, req: Any) -> Any:
+        current = self._members.get(req.ID)
+        if current is None:
+            raise errors.MEMBER_NOT_FOUND()
+        if not current.is_learner:
+            raise errors.MEMBER_NOT_LEARNER()
+        if not self._is_leader():
+            return await self._forward("MemberPromote", req)
+        status = self._driver.raft_status()
+        progress = status.progress.get(req.ID)
+        if progress is None or progress.match < LEARNER_READY_FRACTION * status.commit:
+            raise errors.LEARNER_NOT_READY()
+        member = Member(req.ID, current.name, current.peer_urls, is_learner=False)
+        await self._change(
+            ConfChange(ConfChangeType.ADD_NODE, req.ID, encode_member_context(member))
+        )
+        return _pb().MemberPromoteResponse(header=self._header(0), members=self._pb_members())
+
+    async def move_leader(self, req: Any) -> Any:
+        if not self._is_leader():
+            raise errors.NOT_LEADER()
+        target = self._members.get(req.targetID)
+        if target is None or target.is_learner:
+            raise errors.BAD_LEADER_TRANSFEREE()
+        if req.targetID != self._driver.member_id:
+            self._driver.transfer_leadership(req.targetID)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._driver.request_timeout_s
+            while self._driver.leader_id != req.targetID:
+                if loop.time() >= deadline:
+                    raise errors.TIMEOUT()
+                await asyncio.sleep(0.01)
+        return _pb().MoveLeaderResponse(header=self._header())

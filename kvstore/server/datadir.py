@@ -1,0 +1,235 @@
+"""Data dir: bootstrap a new member or recover an existing one, never wipe.
+
+Owns: deciding new vs. existing, the identity check (stored cluster id /
+member id / name against the flags), writing the identity and initial member
+table on first start, and opening the storage objects the node runs on.
+
+Layout:  <data-dir>/member.json   name, member id, cluster id (checked before
+                                   RocksDB is opened, so a refusal changes nothing)
+         <data-dir>/db/   one RocksDB (column families kv, meta, lease,
+                          raft_log, raft_state) — raft log, hard state, MVCC
+                          data and the applied index live in one database so a
+                          synced raft write also makes earlier apply batches
+                          durable.
+
+Never: deletes or rewrites anything in an existing data dir it refuses; every
+refusal is a DataDirError with one line naming the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvstore.raft.types import ConfChange, ConfChangeType, Entry, EntryType, HardState
+from kvstore.server.applier import (
+    APPLIED_INDEX_KEY,
+    decode_u64,
+    encode_member_context,
+    encode_u64,
+)
+from kvstore.server.config import NodeConfig
+from kvstore.server.errors import DataDirError
+from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
+
+CLUSTER_ID_KEY = b"cluster_id"
+MEMBER_ID_KEY = b"member_id"
+NAME_KEY = b"member_name"
+DB_DIRNAME = "db"
+# Plain-text identity, checked BEFORE RocksDB is opened: refusing a data dir
+# that belongs to another member must not modify a single file in it.
+IDENTITY_FILE = "member.json"
+
+
+@dataclass
+class OpenedDataDir:
+    path: Path
+    backend: Any
+    log_storage: Any
+    store: Any
+    members: MemberTable
+    applied_index: int
+    cluster_id: int
+    member_id: int
+    is_new: bool
+    joining: bool  # started with --initial-cluster-state existing and no data
+
+    def close(self) -> None:
+        # Closing on the way out must not raise.
+        with contextlib.suppress(Exception):
+            self.backend.close()
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    member_id: int
+    cluster_id: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "member_id": f"{self.member_id:x}",
+                "cluster_id": f"{self.cluster_id:x}",
+            }
+        )
+
+    @classmethod
+    def load(cls, file: Path) -> Identity:
+        try:
+            obj = json.loads(file.read_text())
+            return cls(obj["name"], int(obj["member_id"], 16), int(obj["cluster_id"], 16))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataDirError(f"data dir {file.parent}: unreadable {file.name} ({exc})") from exc
+
+    def write(self, path: Path) -> None:
+        tmp = path / (IDENTITY_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(self.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path / IDENTITY_FILE)
+        dir_fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def check_identity(cfg: NodeConfig, path: Path, ident: Identity) -> None:
+    """Refuse (DataDirError) when the dir belongs to another member or cluster."""
+    if ident.name != cfg.name:
+        raise DataDirError(
+            f"data dir {path} belongs to member {ident.name!r}, not --name {cfg.name!r}"
+        )
+    if ident.member_id != cfg.member_id:
+        raise DataDirError(
+            f"data dir {path} belongs to member id {ident.member_id:x}, but the flags give "
+            f"member id {cfg.member_id:x} (different --initial-advertise-peer-urls or "
+            "--initial-cluster-token?)"
+        )
+    # A member that joined an existing cluster cannot always derive the real
+    # cluster id from its flags; only a bootstrapping member is checked.
+    if cfg.initial_cluster_state == "new" and ident.cluster_id != cfg.cluster_id:
+        raise DataDirError(
+            f"data dir {path} belongs to cluster {ident.cluster_id:x}, but --initial-cluster "
+            f"gives cluster {cfg.cluster_id:x}"
+        )
+
+
+def open_data_dir(cfg: NodeConfig) -> OpenedDataDir:
+    """Open (bootstrapping if new) the data dir of `cfg` (already validated)."""
+    from kvstore.mvcc import MvccStore
+    from kvstore.storage.backend import Backend
+    from kvstore.storage.raft_log import RocksLogStorage
+
+    path = Path(cfg.data_dir)
+    db = path / DB_DIRNAME
+    id_file = path / IDENTITY_FILE
+    if path.exists() and not path.is_dir():
+        raise DataDirError(f"data dir {path} is not a directory")
+    if path.is_dir() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise DataDirError(f"data dir {path} is not readable and writable by this user")
+    if id_file.exists():
+        check_identity(cfg, path, Identity.load(id_file))
+    elif path.is_dir() and any(path.iterdir()):
+        raise DataDirError(
+            f"data dir {path} is not empty and is not a kvstore data dir "
+            f"({IDENTITY_FILE} missing); refusing to use it"
+        )
+    try:
+        if not id_file.exists():
+            path.mkdir(parents=True, exist_ok=True)
+            Identity(cfg.name, cfg.member_id, cfg.cluster_id).write(path)
+        backend = Backend.open(str(db))
+    except PermissionError as exc:
+        raise DataDirError(f"cannot open data dir {path}: permission denied ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - RocksDB raises plain exceptions
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataDirError(f"cannot open data dir {path}: {msg}") from exc
+    try:
+        # Bootstrap writes the member id to meta last, so a first start that
+        # crashed half-way is simply bootstrapped again (same entries, same ids).
+        is_new = _meta(backend, MEMBER_ID_KEY) is None
+        return _open(cfg, path, backend, is_new, RocksLogStorage, MvccStore)
+    except DataDirError:
+        backend.close()
+        raise
+    except Exception as exc:  # noqa: BLE001
+        backend.close()
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataDirError(f"data dir {path} is corrupt or unreadable: {msg}") from exc
+
+
+def _meta(backend: Any, key: bytes) -> bytes | None:
+    value = backend.get("meta", key)
+    return bytes(value) if value is not None else None
+
+
+def _open(
+    cfg: NodeConfig, path: Path, backend: Any, is_new: bool, log_cls: Any, store_cls: Any
+) -> OpenedDataDir:
+    log_storage = log_cls(backend)
+    store = store_cls(backend)
+    joining = False
+    if is_new:
+        joining = cfg.initial_cluster_state == "existing"
+        members = MemberTable()
+        # A joining member knows its peers' URLs from --initial-cluster too, so
+        # it can answer the leader; membership itself arrives through the log.
+        for peer in cfg.peers.values():
+            members.upsert(Member(peer.id, peer.name, list(peer.peer_urls)))
+        if not joining:
+            bootstrap_log(log_storage, members.all())
+        batch = store.begin_batch()
+        batch.set_meta(CLUSTER_ID_KEY, encode_u64(cfg.cluster_id))
+        batch.set_meta(NAME_KEY, cfg.name.encode())
+        batch.set_meta(MEMBERS_META_KEY, members.encode())
+        batch.set_meta(APPLIED_INDEX_KEY, encode_u64(0))
+        batch.set_meta(MEMBER_ID_KEY, encode_u64(cfg.member_id))
+        batch.commit(sync=True)
+        return OpenedDataDir(
+            path, backend, log_storage, store, members, 0,
+            cfg.cluster_id, cfg.member_id, is_new=True, joining=joining,
+        )  # fmt: skip
+
+    cid = decode_u64(_meta(backend, CLUSTER_ID_KEY))
+    mid = decode_u64(_meta(backend, MEMBER_ID_KEY))
+    if mid != cfg.member_id:
+        raise DataDirError(f"data dir {path}: database belongs to member id {mid:x}")
+    raw_members = _meta(backend, MEMBERS_META_KEY)
+    members = MemberTable.decode(raw_members) if raw_members else MemberTable()
+    applied = decode_u64(_meta(backend, APPLIED_INDEX_KEY))
+    return OpenedDataDir(
+        path, backend, log_storage, store, members, applied,
+        cid, mid, is_new=False, joining=False,
+    )  # fmt: skip
+
+
+def bootstrap_entries(peers: list[Member]) -> list[Entry]:
+    """The first log entries of a brand-new cluster, identical on every member.
+
+    Like etcd's bootstrap (raft.Bootstrap): one committed ADD_NODE conf change
+    per initial member at term 1, indexes 1..n, in member-id order. Keeping the
+    initial configuration in the log (not only in local storage) lets a member
+    that joins later learn it by replicating the log from index 1."""
+    return [
+        Entry(
+            term=1,
+            index=i,
+            type=EntryType.CONF_CHANGE,
+            data=ConfChange(ConfChangeType.ADD_NODE, m.id, encode_member_context(m)).encode(),
+        )
+        for i, m in enumerate(sorted(peers, key=lambda m: m.id), start=1)
+    ]
+
+
+def bootstrap_log(log_storage: Any, peers: list[Member]) -> None:
+    """Durably write the bootstrap entries with a hard state that commits them."""
+    entries = bootstrap_entries(peers)
+    log_storage.save(HardState(term=1, vote=0, commit=len(entries)), entries, None, True)

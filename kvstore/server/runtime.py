@@ -1,0 +1,261 @@
+"""KvNode: one running member — data dir, Raft core, transport, driver, facade.
+
+Owns: wiring the parts together in the right order and tearing them down in
+the reverse order; the peer gRPC server (unless one is passed in, e.g. bound
+to port 0 by a test); publishing this member's name and client URLs through
+Raft once a leader exists (etcd's `publish`).
+Never: serves clients (the caller adds the api servicers to its own client
+server around `node.kv`); never reads the clock except to seed randomness.
+
+Start: `node = KvNode(cfg); await node.start()`; stop: `await node.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from kvstore import errors
+from kvstore.server.applier import Applier, ApplyResult
+from kvstore.server.config import NodeConfig, host_port
+from kvstore.server.datadir import OpenedDataDir, open_data_dir
+from kvstore.server.errors import StartupError
+from kvstore.server.kv_server import KvServer
+from kvstore.server.node import NodeDriver, WatchHook
+
+log = logging.getLogger(__name__)
+
+PUBLISH_RETRY_S = 0.5
+
+
+def listen_address(url: str, flag: str) -> str:
+    host, port = host_port(url, flag)
+    return f"{host}:{port}"
+
+
+def bind(server: grpc.aio.Server, url: str, flag: str) -> int:
+    """Bind `server` to `url` (insecure); StartupError with one line on failure."""
+    addr = listen_address(url, flag)
+    host, port = host_port(url, flag)
+    if port and not _can_bind(host, port):
+        # Checked first so gRPC core does not log its own multi-line error.
+        raise StartupError(f"cannot listen on {url} ({flag}): address already in use")
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {url} ({flag}): address in use?") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {url} ({flag}): address in use?")
+    return port
+
+
+def _can_bind(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def attach_peer_service(server: grpc.aio.Server, transport: Any) -> None:
+    """Register the transport's inbound RaftPeer service on `server`."""
+    add = getattr(transport, "add_to_server", None)
+    if add is not None:
+        add(server)
+        return
+    from kvstore.pb import raftpb_pb2_grpc
+
+    raftpb_pb2_grpc.add_RaftPeerServicer_to_server(transport.servicer(), server)
+
+
+class KvNode:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        *,
+        peer_server: grpc.aio.Server | None = None,
+        watch_hook: WatchHook | None = None,
+        persist_in_thread: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self._peer_server = peer_server
+        self._watch_hook = watch_hook
+        self._persist_in_thread = persist_in_thread
+        self.data: OpenedDataDir | None = None
+        self.driver: NodeDriver | None = None
+        self.transport: Any = None
+        self.kv: KvServer | None = None
+        self.applier: Applier | None = None
+        self._publish_task: asyncio.Task[None] | None = None
+        self._apply_listeners: list[Callable[[ApplyResult], None]] = []
+
+    def add_apply_listener(self, fn: Callable[[ApplyResult], None]) -> None:
+        self._apply_listeners.append(fn)
+
+    async def start(self) -> None:
+        """Open the data dir, start transport and driver. Raises DataDirError /
+        StartupError (one-line messages) without leaving tasks behind."""
+        from kvstore.raft.core import RaftConfig, RaftCore
+        from kvstore.transport import GrpcTransport
+
+        cfg = self.cfg
+        self.data = data = open_data_dir(cfg)
+        try:
+            member_id = data.member_id
+            self.applier = Applier(data.store, data.members, data.applied_index)
+            core = RaftCore(
+                RaftConfig(
+                    id=member_id,
+                    election_ticks=cfg.election_ticks,
+                    heartbeat_ticks=cfg.heartbeat_ticks,
+                    pre_vote=True,
+                    check_quorum=True,
+                    max_size_per_msg=1 << 20,
+                    max_inflight_msgs=256,
+                    applied=data.applied_index,
+                ),
+                data.log_storage,
+                random.Random(member_id ^ time.time_ns()),
+            )
+            self.transport = GrpcTransport(member_id, data.cluster_id, self._deliver)
+            if hasattr(self.transport, "on_unreachable"):
+                self.transport.on_unreachable = self._unreachable
+            self.driver = NodeDriver(
+                core,
+                data.log_storage,
+                self.applier,
+                self.transport,
+                member_id=member_id,
+                tick_interval_s=cfg.tick_interval_s,
+                election_timeout_s=cfg.election_timeout_s,
+                watch_hook=self._watch_hook,
+                on_apply=self._on_apply,
+                persist_in_thread=self._persist_in_thread,
+            )
+            self.kv = KvServer(
+                self.driver,
+                data.store,
+                data.members,
+                cluster_id=data.cluster_id,
+                member_id=member_id,
+                db_size=lambda: self._backend_size("size_bytes"),
+                db_size_in_use=lambda: self._backend_size("size_in_use_bytes"),
+                cluster_token=cfg.initial_cluster_token,
+            )
+            self._update_peers()
+            if self._peer_server is None:
+                from kvstore.transport import SERVER_OPTIONS
+
+                # so_reuseport=0: fail loudly when the peer port is taken.
+                self._peer_server = grpc.aio.server(
+                    options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)]
+                )
+                for url in cfg.listen_peer_urls:
+                    bind(self._peer_server, url, "--listen-peer-urls")
+            attach_peer_service(self._peer_server, self.transport)
+            await self._peer_server.start()
+            await _maybe_await(self.transport.start())
+            self.driver.start()
+            voters = getattr(core.conf_state, "voters", ())
+            if tuple(voters) == (member_id,) and core.leader_id == 0:
+                self.driver.campaign()  # single voter: no reason to wait a timeout
+            self._publish_task = asyncio.create_task(self._publish(), name="publish-attributes")
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _deliver(self, messages: list) -> None:
+        if self.driver is not None:
+            self.driver.deliver(messages)
+
+    def _unreachable(self, peer_id: int) -> None:
+        if self.driver is not None:
+            self.driver.report_unreachable(peer_id)
+
+    def _backend_size(self, method: str) -> int:
+        backend = self.data.backend if self.data else None
+        size = getattr(backend, method, None)
+        try:
+            return int(size()) if size else 0
+        except Exception:  # noqa: BLE001
+            return 0
+
+    def _update_peers(self) -> None:
+        assert self.data is not None
+        peers = {
+            mid: url
+            for mid, url in self.data.members.peer_urls().items()
+            if mid != self.data.member_id
+        }
+        self.transport.set_peers(peers)
+
+    def _on_apply(self, result: ApplyResult) -> None:
+        if result.members_changed:
+            self._update_peers()
+        for fn in self._apply_listeners:
+            fn(result)
+
+    async def _publish(self) -> None:
+        """Propose our name + client URLs until applied (etcd's publish)."""
+        from kvstore.pb import internal_pb2
+
+        assert self.kv is not None and self.data is not None
+        me = self.data.member_id
+        attrs = internal_pb2.MemberAttributes(
+            member_id=me,
+            name=self.cfg.name,
+            client_urls=list(self.cfg.advertise_client_urls),
+        )
+        while True:
+            current = self.data.members.get(me)
+            if (
+                current is not None
+                and current.name == self.cfg.name
+                and list(current.client_urls) == list(self.cfg.advertise_client_urls)
+            ):
+                return
+            try:
+                await self.kv.propose("member_attributes", attrs)
+                return
+            except errors.EtcdError as exc:
+                if exc == errors.STOPPED():
+                    return
+            await asyncio.sleep(PUBLISH_RETRY_S)
+
+    async def stop(self) -> None:
+        """Stop driver, transport and peer server; close the database."""
+        if self._publish_task is not None:
+            self._publish_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._publish_task
+            self._publish_task = None
+        if self.driver is not None:
+            await self.driver.stop()
+        if self.transport is not None:
+            try:
+                await _maybe_await(self.transport.stop())
+            except Exception:  # noqa: BLE001
+                log.exception("transport stop failed")
+        if self._peer_server is not None:
+            # A pre-bound server passed in is handed over: we start and stop it.
+            await self._peer_server.stop(grace=0.5)
+        if self.data is not None:
+            self.data.close()
+            self.data = None
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value

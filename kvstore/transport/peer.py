@@ -1,0 +1,427 @@
+"""GrpcTransport: Raft messages between members over long-lived gRPC streams.
+
+Owns: one outbound `_PeerSender` per remote member (bounded queue, one task, one
+channel, one client stream `RaftPeer.Stream`), the inbound `RaftPeerServicer`,
+cluster-id checks on both directions, reconnect back-off and drop counting.
+
+Never: blocks or raises in `send` (Raft tolerates loss and retransmits, a stalled
+driver does not); interprets messages; talks to anything but the peers it was
+given; creates grpc.aio objects outside the running event loop.
+
+Invariants:
+- Per peer, messages leave in the order `send` saw them (one queue, one stream,
+  one writer); across peers there is no ordering.
+- Outbound queues hold at most `max_queue` messages; beyond that, messages are
+  dropped and counted (etcd's rafthttp does the same), and the peer is reported
+  unreachable so the leader falls back to probing it.
+- The sender never waits for an acknowledgement: each write carries everything
+  queued at that moment (pipelining + natural batching under load).
+- Inbound batches are handed to `on_messages` synchronously from the stream
+  handler (no task per message), in arrival order per stream.
+
+Stream lifecycle of one peer:
+
+    connect ──ok──> streaming ──write error / peer gone──> report unreachable
+       ^  \\fail                                                 |
+       |   \\──> report unreachable                              |
+       +──── sleep back-off (50 ms doubling to 1 s, reset once a stream is up) <──+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import grpc
+
+from kvstore.pb import raftpb_pb2_grpc as pb_grpc
+from kvstore.raft.types import Message
+from kvstore.transport import codec
+
+log = logging.getLogger(__name__)
+
+CLUSTER_ID_MISMATCH = "request cluster ID mismatch"
+CLUSTER_ID_METADATA = "kvstore-cluster-id"  # hex, sent when a stream opens
+SENDER_METADATA = "kvstore-sender-id"
+
+MAX_MESSAGE_BYTES = 64 << 20
+# Split a drained queue into several writes past this many payload bytes, well
+# below the gRPC message limit.
+MAX_BATCH_BYTES = 8 << 20
+DEFAULT_MAX_QUEUE = 4096
+MIN_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 1.0
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Detect a silently dead peer (no RST) on an idle stream.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's own subchannel back-off must not outlast ours, or a restarted peer
+    # stays "failing fast" for up to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", int(MIN_BACKOFF_S * 1000)),
+    ("grpc.min_reconnect_backoff_ms", int(MIN_BACKOFF_S * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000)),
+]
+
+# Options for the peer gRPC server that hosts `servicer()`: accept the client
+# keepalive pings above (the default policy answers them with GOAWAY).
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def peer_address(url: str) -> str:
+    """ "http://127.0.0.1:2380" or "127.0.0.1:2380" -> "127.0.0.1:2380" (gRPC target)."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if not parts.hostname or parts.port is None:
+        raise ValueError(f"peer URL {url!r} needs a host and a port")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """Counters of one outbound peer (read by tests, metrics and the node)."""
+
+    sent_messages: int = 0
+    sent_batches: int = 0
+    dropped: int = 0
+    connects: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+class _PeerSender:
+    """Outbound side of one peer: queue + task + channel. Owned by GrpcTransport."""
+
+    def __init__(self, transport: GrpcTransport, peer_id: int, address: str) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self.stats = PeerStats()
+        self.connected = False
+        self._t = transport
+        self._queue: collections.deque[Message] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._unreachable_reported = False
+
+    # --- called from GrpcTransport (event loop) --------------------------------------------
+    def enqueue(self, m: Message) -> None:
+        q = self._queue
+        if len(q) >= self._t.max_queue:
+            self.stats.dropped += 1
+            self._report_unreachable()
+            return
+        q.append(m)
+        if len(q) == 1:
+            self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"raft-peer-{self.peer_id:x}"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close_channel()
+        self.connected = False
+        self.stats.dropped += len(self._queue)
+        self._queue.clear()
+
+    # --- sender task ---------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = MIN_BACKOFF_S
+        while True:
+            try:
+                await self._stream_once()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self._note_failure(f"{exc.code().name}: {exc.details()}")
+            except ConnectionError as exc:
+                self._note_failure(str(exc))
+            except Exception as exc:  # noqa: BLE001 - any stream failure means: reconnect
+                self._note_failure(f"{type(exc).__name__}: {exc}")
+            if self.connected:
+                backoff = MIN_BACKOFF_S  # the stream had been up: retry quickly
+            self.connected = False
+            self._report_unreachable()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _note_failure(self, why: str) -> None:
+        self.stats.failures += 1
+        if why != self.stats.last_error:
+            level = logging.ERROR if CLUSTER_ID_MISMATCH in why else logging.INFO
+            log.log(level, "raft peer %x at %s: stream failed: %s", self.peer_id, self.address, why)
+        self.stats.last_error = why
+
+    async def _stream_once(self) -> None:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        t = self._t
+        call = pb_grpc.RaftPeerStub(self._channel).Stream(
+            metadata=(
+                (CLUSTER_ID_METADATA, f"{t.cluster_id:x}"),
+                (SENDER_METADATA, f"{t.self_id:x}"),
+            )
+        )
+        wakeup = self._wakeup
+        call.add_done_callback(lambda _call: wakeup.set())
+        try:
+            # The receiver sends its initial metadata after the cluster-id check,
+            # so this returns only for a stream the peer accepted.
+            await call.initial_metadata()
+            if call.done():
+                await _raise_status(call)
+            self.connected = True
+            self.stats.connects += 1
+            self._unreachable_reported = False
+            await self._pump(call)
+        finally:
+            if not call.done():
+                call.cancel()
+
+    async def _pump(self, call: grpc.aio.StreamStreamCall) -> None:
+        q = self._queue
+        wakeup = self._wakeup
+        t = self._t
+        stats = self.stats
+        while True:
+            if not q:
+                wakeup.clear()
+                if call.done():
+                    break
+                await wakeup.wait()
+                continue
+            if call.done():
+                break
+            msgs = _drain(q)
+            await call.write(codec.encode_batch(msgs, t.cluster_id, t.self_id))
+            stats.sent_batches += 1
+            stats.sent_messages += len(msgs)
+            self._unreachable_reported = False
+        await _raise_status(call)
+
+    def _report_unreachable(self) -> None:
+        # Once per episode: cleared by the next successful connect or write.
+        if self._unreachable_reported:
+            return
+        self._unreachable_reported = True
+        cb = self._t.on_unreachable
+        if cb is not None:
+            try:
+                cb(self.peer_id)
+            except Exception:  # noqa: BLE001 - a callback bug must not kill the sender
+                log.exception("on_unreachable(%x) failed", self.peer_id)
+
+    async def _close_channel(self) -> None:
+        ch, self._channel = self._channel, None
+        if ch is not None:
+            with contextlib.suppress(Exception):
+                await ch.close(grace=None)
+
+
+async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
+    """Raise the status a finished stream ended with (even OK: streams never end)."""
+    code = await call.code()
+    details = await call.details()
+    raise ConnectionError(f"{code.name}: {details}")
+
+
+def _drain(q: collections.deque[Message]) -> list[Message]:
+    """Pop queued messages up to MAX_BATCH_BYTES of entry payload (at least one)."""
+    out: list[Message] = []
+    size = 0
+    popleft = q.popleft
+    while q:
+        m = q[0]
+        if m.entries:
+            msize = sum(len(e.data) for e in m.entries)
+            if out and size + msize > MAX_BATCH_BYTES:
+                break
+            size += msize
+        if m.snapshot is not None:
+            size += len(m.snapshot.data)
+        out.append(popleft())
+    return out
+
+
+class RaftPeerServicer(pb_grpc.RaftPeerServicer):
+    """Inbound side: decode batches and hand them to `on_messages` in the loop."""
+
+    def __init__(self, transport: GrpcTransport) -> None:
+        self._t = transport
+
+    async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        t = self._t
+        md = dict(context.invocation_metadata() or ())
+        cid = md.get(CLUSTER_ID_METADATA)
+        if cid is not None and cid != f"{t.cluster_id:x}":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_ID_MISMATCH)
+        await context.send_initial_metadata(())
+        cluster_id = t.cluster_id
+        while True:
+            batch = await context.read()
+            if batch is grpc.aio.EOF:
+                return
+            if batch.cluster_id != cluster_id:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_ID_MISMATCH)
+            t.received_batches += 1
+            if t.stopped:
+                continue
+            try:
+                msgs = codec.decode_batch(batch)
+            except (KeyError, ValueError) as exc:
+                sender = codec.batch_sender(batch)
+                log.warning("dropping undecodable batch from %x: %r", sender, exc)
+                continue
+            t.received_messages += len(msgs)
+            try:
+                t.on_messages(msgs)
+            except Exception:  # noqa: BLE001 - the stream outlives a consumer bug
+                log.exception("on_messages failed")
+
+    async def SendSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
+        # TODO(transport): chunked snapshot streaming (issue 5). Until then
+        # snapshots travel inline in MSG_SNAP on Stream.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot streaming not implemented")
+
+
+class GrpcTransport:
+    """Raft peer transport over gRPC; every method runs in the node's event loop.
+
+    `on_messages(list[Message])` is called for each inbound batch;
+    `on_unreachable(peer_id)` (optional, settable attribute) when a peer's
+    stream fails or its queue overflows (once per episode)."""
+
+    def __init__(
+        self,
+        self_id: int,
+        cluster_id: int,
+        on_messages: Callable[[list[Message]], None],
+        *,
+        on_unreachable: Callable[[int], None] | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        self.self_id = self_id
+        self.cluster_id = cluster_id
+        self.on_messages = on_messages
+        self.on_unreachable = on_unreachable
+        self.max_queue = max_queue
+        self.received_batches = 0
+        self.received_messages = 0
+        self.dropped_unknown_peer = 0
+        self.stopped = False
+        self._started = False
+        self._peers: dict[int, _PeerSender] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # --- membership ------------------------------------------------------------------------
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Make the peer set exactly `peers` (id -> URL); our own id is ignored.
+
+        New peers get a sender (started if the transport runs), removed peers
+        lose theirs (queued messages dropped), changed URLs reconnect."""
+        wanted = {pid: peer_address(url) for pid, url in peers.items() if pid != self.self_id}
+        for pid in list(self._peers):
+            sender = self._peers[pid]
+            if wanted.get(pid) != sender.address:
+                del self._peers[pid]
+                self._retire(sender)
+        for pid, addr in wanted.items():
+            if pid not in self._peers:
+                sender = _PeerSender(self, pid, addr)
+                self._peers[pid] = sender
+                if self._started and not self.stopped:
+                    sender.start()
+
+    def _retire(self, sender: _PeerSender) -> None:
+        if not self._started:
+            return
+        task = asyncio.get_running_loop().create_task(sender.stop())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def peers(self) -> dict[int, str]:
+        return {pid: s.address for pid, s in self._peers.items()}
+
+    # --- outbound --------------------------------------------------------------------------
+    def send(self, messages: list[Message]) -> None:
+        """Queue `messages` for their `to` peers. Never blocks, never raises."""
+        peers = self._peers
+        for m in messages:
+            sender = peers.get(m.to)
+            if sender is None:
+                self.dropped_unknown_peer += 1
+                continue
+            try:
+                sender.enqueue(m)
+            except Exception:  # noqa: BLE001 - `send` must never raise into the driver
+                log.exception("enqueue to %x failed", m.to)
+
+    def reachable(self, peer_id: int) -> bool:
+        sender = self._peers.get(peer_id)
+        return sender is not None and sender.connected
+
+    def stats(self, peer_id: int) -> PeerStats:
+        sender = self._peers.get(peer_id)
+        if sender is None:
+            raise KeyError(peer_id)
+        return sender.stats
+
+    # --- inbound ---------------------------------------------------------------------------
+    def servicer(self) -> RaftPeerServicer:
+        return RaftPeerServicer(self)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_RaftPeerServicer_to_server(self.servicer(), server)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start one sender task per peer; must run inside the node's event loop."""
+        if self._started:
+            return
+        self._started = True
+        for sender in self._peers.values():
+            sender.start()
+
+    async def stop(self) -> None:
+        """Stop senders (queued messages are dropped) and ignore later inbound batches."""
+        self.stopped = True
+        senders = list(self._peers.values())
+        await asyncio.gather(*(s.stop() for s in senders), return_exceptions=True)
+        if self._retiring:
+            await asyncio.gather(*list(self._retiring), return_exceptions=True)
+
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "CLUSTER_ID_MISMATCH",
+    "GrpcTransport",
+    "PeerStats",
+    "RaftPeerServicer",
+    "SERVER_OPTIONS",
+    "peer_address",
+]

@@ -1,0 +1,294 @@
+"""NodeDriver + KvServer over the real RaftCore, with in-memory storage and a
+loopback network (server_fakes.py), so the driver's ordering, batching, ReadIndex
+and failure paths are tested fast and deterministically-enough (all waits are
+conditions with deadlines; the core's randomness is seeded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from server_fakes import DictStore, LoopbackNetwork, SavingMemoryLog
+
+from kvstore import errors
+from kvstore.raft.types import Entry, EntryType
+from kvstore.server.applier import APPLIED_INDEX_KEY, Applier, decode_u64
+from kvstore.server.datadir import bootstrap_log
+from kvstore.server.kv_server import KvServer, txn_is_read_only
+from kvstore.server.membership import Member, MemberTable
+from kvstore.server.node import NodeDriver
+from kvstore.testing.waiting import async_wait_until
+
+pytest.importorskip("kvstore.raft.core")
+pytest.importorskip("kvstore.pb.internal_pb2")
+
+from kvstore.pb import internal_pb2, rpc_pb2  # noqa: E402
+from kvstore.raft.core import RaftConfig, RaftCore  # noqa: E402
+
+TICK_S = 0.01
+
+
+class Harness:
+    def __init__(self, size: int = 3, seed: int = 7) -> None:
+        self.ids = list(range(1, size + 1))
+        self.net = LoopbackNetwork()
+        self.rng = random.Random(seed)
+        self.stores: dict[int, DictStore] = {}
+        self.logs: dict[int, SavingMemoryLog] = {}
+        self.drivers: dict[int, NodeDriver] = {}
+        self.kvs: dict[int, KvServer] = {}
+        for node_id in self.ids:
+            self._build(node_id)
+
+    def _build(self, node_id: int, applied: int = 0) -> None:
+        peers = [Member(i, f"n{i}", [f"http://127.0.0.1:{i}"]) for i in self.ids]
+        log = self.logs.get(node_id)
+        if log is None:  # a brand-new member: the bootstrap entries, as on disk
+            log = SavingMemoryLog()
+            bootstrap_log(log, peers)
+        store = self.stores.get(node_id) or DictStore()
+        members = MemberTable(peers)
+        core = RaftCore(
+            RaftConfig(
+                id=node_id, election_ticks=10, heartbeat_ticks=1, pre_vote=True,
+                check_quorum=True, max_size_per_msg=1 << 20, max_inflight_msgs=256,
+                applied=applied,
+            ),
+            log,
+            random.Random(self.rng.random()),
+        )  # fmt: skip
+        driver = NodeDriver(
+            core, log, Applier(store, members, applied), self.net.transport(node_id),
+            member_id=node_id, tick_interval_s=TICK_S, election_timeout_s=10 * TICK_S,
+            request_timeout_s=2.0, persist_in_thread=False,
+        )  # fmt: skip
+        self.logs[node_id], self.stores[node_id] = log, store
+        self.drivers[node_id] = driver
+        self.kvs[node_id] = KvServer(driver, store, members, cluster_id=99, member_id=node_id)
+        self.net.nodes[node_id] = driver
+
+    def start(self) -> None:
+        for d in self.drivers.values():
+            d.start()
+
+    async def stop(self) -> None:
+        for d in self.drivers.values():
+            await d.stop()
+
+    async def leader(self, exclude: set[int] = frozenset()) -> int:  # type: ignore[assignment]
+        def agreed() -> int:
+            live = [i for i in self.ids if i not in exclude]
+            leaders = {self.drivers[i].leader_id for i in live}
+            (lid,) = leaders if len(leaders) == 1 else (0,)
+            return lid if lid in live else 0
+
+        return await async_wait_until(agreed, timeout=10, what="one agreed leader")
+
+
+def run(body: Callable[[Harness], Awaitable[Any]], size: int = 3) -> None:
+    async def main() -> None:
+        h = Harness(size)
+        h.start()
+        try:
+            await body(h)
+        finally:
+            await h.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def put(key: bytes, value: bytes) -> Any:
+    return rpc_pb2.PutRequest(key=key, value=value)
+
+
+def get(key: bytes, serializable: bool = False) -> Any:
+    return rpc_pb2.RangeRequest(key=key, serializable=serializable)
+
+
+def test_put_through_a_follower_is_applied_everywhere_and_read_linearizably() -> None:
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        follower = next(i for i in h.ids if i != leader)
+        resp = await h.kvs[follower].put(put(b"k", b"v1"))
+        assert resp.header.member_id == follower and resp.header.cluster_id == 99
+        assert resp.header.revision >= 2 and resp.header.raft_term >= 1
+        for i in h.ids:  # linearizable read on every member sees the write at once
+            got = await h.kvs[i].range(get(b"k"))
+            assert [kv.value for kv in got.kvs] == [b"v1"]
+
+    run(body)
+
+
+def test_many_concurrent_proposals_share_ready_batches() -> None:
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        before = h.drivers[leader].stats.ready_batches
+        n = 300
+        resps = await asyncio.gather(
+            *(h.kvs[h.ids[i % 3]].put(put(b"k%d" % i, b"v")) for i in range(n))
+        )
+        revs = sorted(r.header.revision for r in resps)
+        assert len(set(revs)) == n  # each write got its own revision
+        assert h.drivers[leader].stats.ready_batches - before < n
+        await async_wait_until(lambda: all(len(h.stores[i].data) == n for i in h.ids), timeout=10)
+
+    run(body)
+
+
+def test_batched_read_index_serves_many_reads() -> None:
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        follower = next(i for i in h.ids if i != leader)
+        await h.kvs[leader].put(put(b"r", b"1"))
+        reads = await asyncio.gather(*(h.kvs[follower].range(get(b"r")) for _ in range(200)))
+        assert all(r.kvs[0].value == b"1" for r in reads)
+
+    run(body)
+
+
+def test_new_leader_after_the_leader_is_cut_off_and_writes_continue() -> None:
+    async def body(h: Harness) -> None:
+        old = await h.leader()
+        await h.kvs[old].put(put(b"a", b"1"))
+        h.net.down.add(old)
+        new = await h.leader(exclude={old})
+        assert new != old
+        await h.kvs[new].put(put(b"b", b"2"))
+        h.net.down.discard(old)
+        await async_wait_until(lambda: h.stores[old].data.get(b"b") == b"2", timeout=10)
+
+    run(body)
+
+
+def test_isolated_member_without_leader_refuses_with_no_leader() -> None:
+    async def body(h: Harness) -> None:
+        h.net.down.update(h.ids)  # nobody can reach anybody: no leader ever
+        with pytest.raises(errors.EtcdError) as info:
+            await h.kvs[1].put(put(b"x", b"y"))
+        assert info.value == errors.NO_LEADER()
+        with pytest.raises(errors.EtcdError) as info:
+            await h.kvs[1].range(get(b"x"))
+        assert info.value == errors.NO_LEADER()
+        # Serializable reads need no leader.
+        assert (await h.kvs[1].range(get(b"x", serializable=True))).count == 0
+
+    run(body)
+
+
+def test_proposal_on_a_partitioned_follower_times_out() -> None:
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        follower = next(i for i in h.ids if i != leader)
+        h.drivers[follower].request_timeout_s = 0.3
+        h.net.down.add(follower)
+        with pytest.raises(errors.EtcdError) as info:
+            await h.kvs[follower].put(put(b"lost", b"1"))
+        assert info.value.code == errors.TIMEOUT().code  # UNAVAILABLE: retryable
+        assert "timed out" in info.value.message or info.value == errors.NO_LEADER()
+
+    run(body)
+
+
+def test_stop_fails_pending_requests_with_stopped() -> None:
+    async def body(h: Harness) -> None:
+        await h.leader()
+        h.net.down.update(h.ids)  # nothing can commit any more
+        fut = asyncio.ensure_future(h.kvs[1].put(put(b"p", b"1")))
+        await asyncio.sleep(0)
+        await h.drivers[1].stop()
+        with pytest.raises(errors.EtcdError) as info:
+            await fut
+        assert info.value in (errors.STOPPED(), errors.NO_LEADER())
+        with pytest.raises(errors.EtcdError) as info:
+            await h.kvs[1].put(put(b"q", b"1"))
+        assert info.value == errors.STOPPED()
+
+    run(body)
+
+
+def test_applier_is_exactly_once_across_restart() -> None:
+    store = DictStore()
+    members = MemberTable([Member(1)])
+
+    def entry(index: int, key: bytes) -> Entry:
+        req = internal_pb2.InternalRequest(id=index, put=put(key, b"v%d" % index))
+        return Entry(term=1, index=index, type=EntryType.NORMAL, data=req.SerializeToString())
+
+    first = Applier(store, members, applied_index=0).apply([entry(1, b"a"), entry(2, b"b")])
+    assert first.applied_index == 2 and [r[0] for r in first.results] == [1, 2]
+    assert decode_u64(store.meta[APPLIED_INDEX_KEY]) == 2
+    rev = store.current_revision
+    # Restart: the log hands back entries 1..3 again; only 3 is applied.
+    again = Applier(store, members, applied_index=2).apply(
+        [entry(1, b"a"), entry(2, b"b"), entry(3, b"c")]
+    )
+    assert [r[0] for r in again.results] == [3]
+    assert store.current_revision == rev + 1
+
+
+def test_txn_without_writes_is_detected_as_read_only() -> None:
+    ro = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_range=get(b"a"))])
+    rw = rpc_pb2.TxnRequest(
+        failure=[rpc_pb2.RequestOp(request_txn=rpc_pb2.TxnRequest(
+            success=[rpc_pb2.RequestOp(request_put=put(b"a", b"b"))]))]
+    )  # fmt: skip
+    assert txn_is_read_only(ro)
+    assert not txn_is_read_only(rw)
+
+
+def test_restarted_member_replays_its_log_exactly_once_and_catches_up() -> None:
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        victim = next(i for i in h.ids if i != leader)
+        for i in range(20):
+            await h.kvs[leader].put(put(b"k%d" % i, b"v"))
+        await h.drivers[victim].stop()  # "crash": in-memory log and store survive
+        for i in range(20, 40):
+            await h.kvs[leader].put(put(b"k%d" % i, b"v"))
+        applied = decode_u64(h.stores[victim].meta[APPLIED_INDEX_KEY])
+        h._build(victim, applied=applied)  # restart on the same log and store
+        h.drivers[victim].start()
+        await async_wait_until(
+            lambda: (
+                h.stores[victim].data == h.stores[leader].data
+                and h.drivers[victim].applied_index >= h.drivers[leader].applied_index
+            ),
+            timeout=10,
+            what="restarted member caught up",
+        )
+        # Exactly once: the same number of revisions as everyone else.
+        assert h.stores[victim].revision == h.stores[leader].revision
+
+    run(body)
+
+
+def test_a_member_added_at_runtime_joins_with_an_empty_log() -> None:
+    async def body(h: Harness) -> None:
+        from kvstore.raft.types import ConfChange, ConfChangeType
+        from kvstore.server.applier import encode_member_context
+
+        leader = await h.leader()
+        await h.kvs[leader].put(put(b"before", b"1"))
+        new_id = 4
+        h.ids.append(new_id)
+        h.logs[new_id] = SavingMemoryLog()  # joining: no bootstrap entries
+        h._build(new_id)
+        h.drivers[new_id].start()
+        member = Member(new_id, "n4", ["http://127.0.0.1:4"])
+        cc = ConfChange(ConfChangeType.ADD_NODE, new_id, encode_member_context(member))
+        index = await h.drivers[leader].propose_conf_change(cc)
+        await h.drivers[leader].wait_applied(index)
+        assert h.kvs[leader].members.get(new_id) is not None
+        await async_wait_until(
+            lambda: h.stores[new_id].data.get(b"before") == b"1", timeout=10, what="join"
+        )
+        # The newcomer learnt the whole configuration from the log.
+        assert sorted(h.drivers[new_id].raft_status().conf_state.voters) == [1, 2, 3, 4]
+        r = await h.kvs[new_id].put(put(b"after", b"2"))
+        assert r.header.member_id == new_id
+
+    run(body)
