@@ -9,6 +9,7 @@ Owns: etcdctl 3.4-compatible output of these verbs (member IDs in hex,
 from __future__ import annotations
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from kvstore.cli import kvctl_output as out
@@ -283,6 +284,7 @@ def snapshot_save(s: Settings, filename, progress):
         TransferSpeedColumn(),
         transient=True,
         disable=not show,
+        console=Console(stderr=True),
     ) as bar:
         task = bar.add_task("snapshot", total=None)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 import yaml
+from rich.console import Console
 from rich.progress import Progress
 
 from kvstore.cli.kvctl_common import (
@@ -190,7 +191,9 @@ def config_load(s: Settings, file, prefix, fmt, dry_run, prune, batch):
             "use --batch to apply them in several (non-atomic) transactions",
             EXIT_USAGE,
         )
-    with Progress(transient=True, disable=len(guards_ops) == 1) as bar:
+    with Progress(
+        transient=True, disable=len(guards_ops) == 1, console=Console(stderr=True)
+    ) as bar:
         task = bar.add_task("applying", total=diff.ops())
         for guards, ops in guards_ops:
             r = client.txn().if_(*guards).then(*ops).commit()

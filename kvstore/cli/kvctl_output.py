@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kvstore.cli.kvctl_common import EXIT_USAGE, KvctlError
 from kvstore.client.types import (
     DeleteResult,
     GetResult,
@@ -162,7 +163,7 @@ def emit(fmt: str, result: Any, simple: Any = None, table: Any = None) -> None:
         print_json(result)
     elif fmt == "table":
         if table is None:
-            raise click.UsageError("table not supported as output format for this command")
+            raise KvctlError("table not supported as output format", EXIT_USAGE)
         table()
     else:
         (simple or (lambda: simple_result(result)))()

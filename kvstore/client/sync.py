@@ -157,6 +157,8 @@ class Client(_Blocking):
     in `with`, `lease()` / `lock()` / `register_service()` are `with` blocks,
     `txn()...commit()` returns the TxnResult directly. Construction is cheap
     (channels connect on first use); `close()` (or `with`) releases them.
+    Thread-safe: calls from several threads are all executed on the client's
+    loop thread.
     """
 
     def __init__(

@@ -6,11 +6,12 @@ Invariants: enum numbers are identical on both sides (the proto mirrors types.py
 so conversion is a table lookup; `Message.snapshot is None` <=> the pb field is
 unset; decode(encode(m)) == m for every network message.
 
-Speed notes (measured, see benchmarks/transport_bench.py --codec): appending
-entries with `RepeatedCompositeField.add(**fields)` beats building a list of
-`pb.Entry` objects (~1.5x); keyword arguments are passed only for fields that
-are usually set; on decode, dict lookups replace `IntEnum(x)` calls. Decode cost
-is dominated by constructing the frozen `Entry` dataclasses (~0.5 us each).
+Speed notes (measured, see benchmarks/transport_bench.py --codec): messages
+are built in place inside the batch (passing built messages to a constructor
+deep-copies them); entries are appended with `RepeatedCompositeField.add(**f)`
+(~1.3x faster than a list of `pb.Entry`); fields that are usually zero are only
+set when non-zero; on decode, dict lookups replace `IntEnum(x)` calls. Decode
+cost is dominated by constructing the frozen `Entry` dataclasses (~0.5 us each).
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def test_endpoint_status_health_hashkv(kvctl, cluster):
 
 def test_snapshot_defrag_alarm(kvctl, cluster, tmp_path):
     path = tmp_path / "s.db"
-    r = kvctl("--endpoints", cluster.endpoints[0], "snapshot", "save", str(path))
+    r = kvctl("--endpoints", cluster.endpoints[0], "snapshot", "save", str(path), "--progress")
     assert r.code == 0 and r.out == f"Snapshot saved at {path}\n" and path.stat().st_size > 0
     d = kvctl("defrag")
     assert d.code == 0 and d.out.splitlines() == [

@@ -177,3 +177,8 @@ def test_endpoints_from_environment_and_version(cluster, ns):
         assert run(["version"]) == 0
     text = out.getvalue().decode()
     assert text.startswith("OK\nkvctl version: ") and text.endswith("API version: 3.4\n")
+
+
+def test_table_is_rejected_in_one_line_where_unsupported(kvctl, ns):
+    r = kvctl("put", ns + "k", "v", "-w", "table")
+    assert (r.code, r.err) == (2, "Error: table not supported as output format\n")

@@ -146,3 +146,20 @@ def test_config_flatten_and_unflatten_are_inverse():
     flat = kvctl_config.flatten(tree, "/p/")
     assert flat == {"/p/a/b": "1", "/p/a/c/0": "x", "/p/a/c/1/d": "y", "/p/e": ""}
     assert kvctl_config.unflatten(flat, "/p") == tree
+
+
+@pytest.mark.integration
+def test_lease_keep_alive_renews_until_interrupted(cluster, kvctl):
+    lid = kvctl("lease", "grant", "2").out.split()[1]
+    proc = _spawn(cluster, "lease", "keep-alive", lid)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]  # >= 2 TTL/3 periods
+        assert all(line.startswith(f"lease {lid} keepalived with TTL(") for line in lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "remaining" in kvctl("lease", "timetolive", lid).out
+    kvctl("lease", "revoke", lid)

@@ -9,6 +9,7 @@ revisions and store reopenings (index rebuilt from RocksDB).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -256,7 +257,10 @@ def _holds(result: int, actual, expected) -> bool:
     }[result]
 
 
+# KVSTORE_MVCC_MODEL_EXAMPLES raises the budget for a longer soak run.
 StoreVersusModel.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None
+    max_examples=int(os.environ.get("KVSTORE_MVCC_MODEL_EXAMPLES", "25")),
+    stateful_step_count=30,
+    deadline=None,
 )
 test_store_versus_model = StoreVersusModel.TestCase
