@@ -98,7 +98,7 @@ class KeyIndex:
 
     def get(self, at: int) -> tuple[Rev, Rev, int] | None:
         """(modified, created, version) visible at main revision `at`, or None."""
-        if at > self.modified[0]:
+        if at >= self.modified[0]:
             # Hot path: reading at (or after) the key's last change.
             g = self.generations[-1]
             return (g.revs[-1], g.created, g.ver) if g.revs else None
@@ -117,7 +117,7 @@ class KeyIndex:
             g = gens[i]
             if not g.revs:
                 continue
-            if i != last and g.revs[-1][0] < at:
+            if i != last and g.revs[-1][0] <= at:
                 # The generation ended (tombstone) at or before `at`: deleted then.
                 return None
             if g.revs[0][0] <= at:

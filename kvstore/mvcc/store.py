@@ -66,9 +66,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+# Field-2 prefixes (tag + length varint) for the common small KeyValue sizes.
+_KVS_PREFIX = [b"\x12" + _varint(n) for n in range(4096)]
+
+
 def _kvs_field(raw: bytes) -> bytes:
     """RangeResponse field 2 (kvs) wrapping an encoded KeyValue: tag, length, bytes."""
-    return b"\x12" + _varint(len(raw)) + raw
+    n = len(raw)
+    return (_KVS_PREFIX[n] if n < 4096 else b"\x12" + _varint(n)) + raw
 
 
 class MvccStore:
@@ -130,18 +135,32 @@ class MvccStore:
             rev = cur
         if rev < self._compact:
             raise errors.COMPACTED()
-        pairs = self._index.revisions(req.key, wire_range_end(req.range_end), rev)
         out.header.revision = cur
-        out.count = len(pairs)
-        if req.count_only or not pairs:
-            return
-        limit = req.limit if req.limit > 0 else 0
         filtered = bool(
             req.min_mod_revision
             or req.max_mod_revision
             or req.min_create_revision
             or req.max_create_revision
         )
+        if not req.range_end:
+            # Hot path: one key -> one index lookup and at most one read.
+            ki = self._index.get(req.key)
+            found = ki.get(rev) if ki is not None else None
+            if found is None:
+                return
+            out.count = 1
+            if req.count_only:
+                return
+            if not filtered and not req.keys_only:
+                out.MergeFromString(_kvs_field(self._read(encode_revision(found[0]))))
+                return
+            pairs = [(req.key, found[0])]
+        else:
+            pairs = self._index.revisions(req.key, wire_range_end(req.range_end), rev)
+            out.count = len(pairs)
+            if req.count_only or not pairs:
+                return
+        limit = req.limit if req.limit > 0 else 0
         order = req.sort_order
         if req.sort_target != RangeRequest.KEY and order == RangeRequest.NONE:
             # etcd quirk: a non-KEY target with order NONE sorts ascending, but

@@ -52,6 +52,8 @@ class ApplyResult:
     members_changed: bool = False
     # Ids removed from the cluster in this batch (the transport drops them).
     removed: list[int] = field(default_factory=list)
+    # The staged, not yet committed MVCC batch (see Applier.stage).
+    batch: Any = None
 
 
 def decode_member_context(data: bytes) -> Member | None:
@@ -106,7 +108,15 @@ class Applier:
         return batch.compact(req.revision)
 
     def apply(self, entries: list[Entry]) -> ApplyResult:
-        """Apply `entries` (ascending, contiguous) in one MVCC batch."""
+        """Apply `entries` (ascending, contiguous) in one MVCC batch and commit it."""
+        return self.commit(self.stage(entries))
+
+    def stage(self, entries: list[Entry]) -> ApplyResult:
+        """Run `entries` against a new MVCC batch without writing it yet.
+
+        The driver stages while its Raft write is in flight and commits after
+        (RocksDB serializes writes, so committing earlier would block the loop
+        on the fsync). Until `commit`, results must not be handed out."""
         result = ApplyResult(applied_index=self.applied_index)
         todo = [e for e in entries if e.index > self.applied_index]
         if not todo:
@@ -123,8 +133,17 @@ class Applier:
         batch.set_meta(APPLIED_TERM_KEY, encode_u64(result.applied_term))
         if result.members_changed:
             batch.set_meta(MEMBERS_META_KEY, self._members.encode())
-        result.events = batch.commit(sync=False) or []
+        result.batch = batch
+        # Later batches start after this one even before it is committed.
         self.applied_index = result.applied_index
+        return result
+
+    def commit(self, result: ApplyResult) -> ApplyResult:
+        """Write a staged batch (one unsynced WriteBatch; the Raft log is the
+        durable record) and fill `result.events`."""
+        if result.batch is not None:
+            result.events = result.batch.commit(sync=False) or []
+            result.batch = None
         return result
 
     def _apply_request(self, batch: Any, entry: Entry, result: ApplyResult) -> None:

@@ -350,32 +350,57 @@ class NodeDriver:
         if rd.messages:
             self._transport.send(rd.messages)
 
-        if (
-            rd.entries
-            or rd.hard_state is not None
-            or (rd.snapshot is not None and not rd.snapshot.is_empty)
-        ):
-            snapshot = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty else None
+        snapshot = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty else None
+        committed = rd.committed_entries
+        # Committed entries that were already durable here before this Ready are
+        # applied while this Ready's own write is in flight (CPU work overlaps
+        # the fsync); the rest wait until the write is done, so the applied index
+        # never runs ahead of the local log (exactly-once replay after a crash).
+        early: list = []
+        staged_entries = 0
+        if committed and snapshot is None:
+            first_new = rd.entries[0].index if rd.entries else None
+            if first_new is None or committed[-1].index < first_new:
+                early, committed = committed, []
+            elif committed[0].index < first_new:
+                cut = first_new - committed[0].index
+                early, committed = committed[:cut], committed[cut:]
+
+        if rd.entries or rd.hard_state is not None or snapshot is not None:
             if self._persist_in_thread and (rd.must_sync or rd.entries):
-                await asyncio.to_thread(
-                    self._storage.save, rd.hard_state, rd.entries, snapshot, rd.must_sync
+                write = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        self._storage.save, rd.hard_state, rd.entries, snapshot, rd.must_sync
+                    )
                 )
+                staged = None
+                try:
+                    if early:
+                        staged_entries = len(early)
+                        staged = self._applier.stage(early)
+                        early = []
+                finally:
+                    await write
+                if staged is not None:
+                    self._finish_apply(self._applier.commit(staged), staged_entries)
             else:
                 self._storage.save(rd.hard_state, rd.entries, snapshot, rd.must_sync)
             self.stats.entries_persisted += len(rd.entries)
+        if early:
+            self._apply(early)
 
         if rd.messages_after_persist:
             self._transport.send(rd.messages_after_persist)
 
-        if rd.snapshot is not None and not rd.snapshot.is_empty:
+        if snapshot is not None:
             # TODO(server): install state-machine snapshots streamed by transport.
             log.error(
                 "received a raft snapshot at index %d; snapshot install is not supported yet",
-                rd.snapshot.metadata.index,
+                snapshot.metadata.index,
             )
 
-        if rd.committed_entries:
-            self._apply(rd.committed_entries)
+        if committed:
+            self._apply(committed)
 
         for rs in rd.read_states:
             batch = self._read_batches.pop(rs.request_ctx, None)
@@ -390,8 +415,11 @@ class NodeDriver:
         core.advance(rd)
 
     def _apply(self, entries: list) -> None:
-        result = self._applier.apply(entries)
-        self.stats.entries_applied += len(entries)
+        self._finish_apply(self._applier.apply(entries), len(entries))
+
+    def _finish_apply(self, result: ApplyResult, n_entries: int) -> None:
+        """Publish a committed apply batch: indexes, futures, events, readers."""
+        self.stats.entries_applied += n_entries
         self.applied_index = result.applied_index
         self.commit_index = max(self.commit_index, self.applied_index)
         waiters = self.waiters

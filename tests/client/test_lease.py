@@ -32,10 +32,10 @@ def test_grant_time_to_live_list_and_revoke(client, ns):
 
 
 def test_lease_context_manager_keeps_alive_then_revokes(client, ns):
-    with client.lease(2) as lease:
+    with client.lease(3) as lease:
         client.put(ns + "k", "v", lease=lease.id)
-        # Several renewals mean the key outlived its 2 s TTL thanks to keepalive.
-        wait_until(lambda: lease.renewals >= 3, timeout=20, what="3 keepalive renewals")
+        # Several renewals mean the key outlived its 3 s TTL thanks to keepalive.
+        wait_until(lambda: lease.renewals >= 5, timeout=30, what="5 keepalive renewals")
         assert client.get(ns + "k").count == 1
         assert not lease.expired.is_set()
         lease_id = lease.id

@@ -385,6 +385,7 @@ def _mask_status_line(line: str) -> str:
     cols = line.split(", ")
     if len(cols) >= 9:
         cols[0] = "<client>"
+        cols[1] = "<id>"  # %x: no leading zeros, so not always 16 digits
         cols[3] = "<size>"
         cols[6] = cols[7] = cols[8] = "<n>"
     return ", ".join(cols)
@@ -394,6 +395,7 @@ def _mask_member_line(line: str) -> str:
     # ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER
     cols = line.split(", ")
     if len(cols) >= 6:
+        cols[0] = "<id>"
         cols[2] = "<name>" if cols[2] else ""
         cols[4] = re.sub(r"<client\d>", "<client>", cols[4])
     return ", ".join(cols)

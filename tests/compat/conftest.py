@@ -8,6 +8,8 @@ kvstore processes, kvstore.devcluster.LocalCluster). Both expose
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from compat_harness import run_etcdctl
 
@@ -38,7 +40,8 @@ def start_cluster(backend: str):
         from kvstore.devcluster import LocalCluster
     except ImportError as exc:
         pytest.fail(f"kvstore.devcluster.LocalCluster unavailable: {exc}")
-    return LocalCluster(size=3).start()
+    # KVSTORE_COMPAT_DIR keeps the members' data dirs and logs for debugging.
+    return LocalCluster(size=3, base_dir=os.environ.get("KVSTORE_COMPAT_DIR")).start()
 
 
 def all_members_started(cluster) -> bool:

@@ -19,7 +19,7 @@ from kvstore.raft.types import ConfChange, ConfChangeType, Role
 
 from .sim import SimNetwork
 
-FAULT_TICKS = 300
+FAULT_TICKS = 200
 HEAL_TICKS = 150
 
 
