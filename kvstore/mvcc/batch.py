@@ -107,7 +107,10 @@ class MvccBatch:
     def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         """etcd Txn. Compares (nested ones too) see the pre-txn state; all writes
         share one revision. Raises KEY_NOT_FOUND / LEASE_NOT_FOUND /
-        FUTURE_REVISION / COMPACTED before any change.
+        FUTURE_REVISION / COMPACTED before any change. Like etcd, the checks
+        see the pre-txn state; the api layer's duplicate-key rule guarantees
+        no op can then fail mid-way (a txn that deletes a key and later puts
+        it with ignore_value would, and must be rejected before apply).
         """
         self._check_open()
         s = self._s

@@ -12,7 +12,7 @@ is the open one and may be empty (the key is currently deleted):
     generations = [ {1.0, 2.0, 3.0(t)}, {4.0, 5.0(t)}, {} ]
 
 Invariants:
-- revisions strictly increase across the whole index (`modified` is the last);
+- a key's revisions strictly increase (`modified` is the last one recorded);
 - every generation except the last ends with its tombstone and is non-empty;
 - `Generation.ver` counts every put of the generation ever made, so the version
   of revs[i] is `ver - (len(revs) - 1 - i)` even after compaction trimmed revs.
