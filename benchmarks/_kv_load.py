@@ -29,7 +29,7 @@ import asyncio
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -76,7 +76,6 @@ class WorkerResult:
     cpu: float  # process CPU seconds used in the measured phase
     latencies: bytes  # array('d') of seconds, one per successful op
     first_error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Budget:

@@ -169,7 +169,7 @@ def noise_warning(rows: list[Summary]) -> str:
     return (
         f"WARNING: other processes used {avg:.2f} cores on average (worst cell {worst:.2f}) "
         "while measuring; the machine was shared, so figures and ratios are noisy. "
-        "Rerun on a quiet machine, or with --repeat 3."
+        "Rerun on a quiet machine; --repeat 3 steadies the ratios, not the absolute figures."
     )
 
 

@@ -19,7 +19,7 @@ import array
 import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from _kv_load import WorkerResult, WorkerSpec, worker_main
 
@@ -61,7 +61,6 @@ class CellResult:
     gen_cpu: float  # generator CPU, in cores (CPU seconds / wall seconds)
     server_cpu: float | None  # server processes, in cores; None if pids unknown
     machine_busy: float  # whole machine, in cores
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def split(n: int, parts: int) -> list[int]:

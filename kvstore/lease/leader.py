@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from kvstore.lease.clock import Clock
 from kvstore.lease.lessor import Lessor
 
-DEFAULT_CHECKPOINT_INTERVAL_S = 5.0
+DEFAULT_CHECKPOINT_INTERVAL_S = 2.0
 DEFAULT_MAX_CHECKPOINTS = 5000  # per round (one Raft entry)
 DEFAULT_MAX_REVOKES = 1000  # per expiry pass (etcd leaseRevokeRate)
 REVOKE_RETRY_S = 3.0  # re-propose a revoke that has not been applied by then
@@ -49,7 +49,7 @@ class LeaderLeases:
         clock: Clock,
         *,
         checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
-        first_checkpoint_delay_s: float = 1.0,
+        first_checkpoint_delay_s: float = 0.5,
         max_checkpoints: int = DEFAULT_MAX_CHECKPOINTS,
         max_revokes: int = DEFAULT_MAX_REVOKES,
     ) -> None:

@@ -90,6 +90,9 @@ class LeaseService:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._channels: dict[str, Any] = {}
+        self._clears: set[int] = set()
+        self._clear_batch: asyncio.Future[None] | None = None
+        self._clear_lock = asyncio.Lock()
 
     # --------------------------------------------------------------- RPCs
     async def grant(self, req: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
@@ -117,10 +120,7 @@ class LeaseService:
         if needs_clear:
             # Wait for it: answering first would let a leader change right
             # after this reply restart the lease from its stale checkpoint.
-            cp = rpc_pb2.LeaseCheckpoint(ID=lease_id, remaining_TTL=0)
-            await self._propose_quietly(
-                "lease_checkpoint", rpc_pb2.LeaseCheckpointRequest(checkpoints=[cp])
-            )
+            await self._clear_checkpoint(lease_id)
         return rpc_pb2.LeaseKeepAliveResponse(header=self._header(), ID=lease_id, TTL=ttl)
 
     async def time_to_live(
@@ -147,6 +147,30 @@ class LeaseService:
             header=self._header(),
             leases=[rpc_pb2.LeaseStatus(ID=i) for i in sorted(self.lessor.ids())],
         )
+
+    async def _clear_checkpoint(self, lease_id: int) -> None:
+        """Batch the clears of concurrent renewals into one entry; at most one
+        such proposal is in flight, so their rate is bounded by Raft latency,
+        not by the number of leases."""
+        self._clears.add(lease_id)
+        batch = self._clear_batch
+        if batch is None:
+            batch = self._clear_batch = asyncio.get_running_loop().create_future()
+            self._spawn(self._flush_clears(batch))
+        await asyncio.shield(batch)
+
+    async def _flush_clears(self, done: asyncio.Future[None]) -> None:
+        try:
+            async with self._clear_lock:
+                ids, self._clears = sorted(self._clears), set()
+                self._clear_batch = None
+                req = rpc_pb2.LeaseCheckpointRequest(
+                    checkpoints=[rpc_pb2.LeaseCheckpoint(ID=i, remaining_TTL=0) for i in ids]
+                )
+                await self._propose_quietly("lease_checkpoint", req)
+        finally:
+            if not done.done():
+                done.set_result(None)
 
     # --------------------------------------------------------- forwarding
     def _leader_stub(self) -> Any:
@@ -239,6 +263,11 @@ class LeaseService:
                 checkpoints=[rpc_pb2.LeaseCheckpoint(ID=i, remaining_TTL=r) for i, r in checkpoints]
             )
             self._spawn(self._propose_quietly("lease_checkpoint", req))
+
+    async def settle(self) -> None:
+        """Wait until the proposals started by `run_once` have finished."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

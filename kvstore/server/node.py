@@ -48,6 +48,11 @@ READ_INDEX_RETRY_S = 0.5
 MAX_APPLY_BACKLOG = 5000
 MAX_PENDING_PROPOSALS = 20000
 
+
+class SnapshotNotSupported(RuntimeError):
+    """The leader sent a snapshot; installing one is not implemented yet."""
+
+
 WatchHook = Callable[[list[tuple[int, list[Any]]]], None]
 
 
@@ -89,6 +94,7 @@ class NodeDriver:
         watch_hook: WatchHook | None = None,
         on_apply: Callable[[ApplyResult], None] | None = None,
         persist_in_thread: bool = True,
+        snapshot_count: int = 100_000,
     ) -> None:
         self._core = core
         self._storage = log_storage
@@ -102,6 +108,9 @@ class NodeDriver:
         self.watch_hook = watch_hook
         self._on_apply = on_apply
         self._persist_in_thread = persist_in_thread
+        self._snapshot_count = max(1, snapshot_count)
+        snap = log_storage.snapshot() if hasattr(log_storage, "snapshot") else None
+        self._snapshot_index = snap.metadata.index if snap is not None else 0
 
         self.waiters = ProposalWaiters(member_id, seed=int(time.time() * 1000))
         self.applied_waiter = AppliedIndexWaiter(applier.applied_index)
@@ -351,6 +360,15 @@ class NodeDriver:
             self._transport.send(rd.messages)
 
         snapshot = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty else None
+        if snapshot is not None:
+            # Persisting it would reset our log and claim state we do not have:
+            # stop the node instead of silently diverging.
+            raise SnapshotNotSupported(
+                f"member {self.member_id:x} needs a raft snapshot at index "
+                f"{snapshot.metadata.index} (it fell behind the leader's compacted log); "
+                "snapshot install is not supported yet: remove the member, wipe its data "
+                "dir and add it again"
+            )
         committed = rd.committed_entries
         # Committed entries that were already durable here before this Ready are
         # applied while this Ready's own write is in flight (CPU work overlaps
@@ -392,13 +410,6 @@ class NodeDriver:
         if rd.messages_after_persist:
             self._transport.send(rd.messages_after_persist)
 
-        if snapshot is not None:
-            # TODO(server): install state-machine snapshots streamed by transport.
-            log.error(
-                "received a raft snapshot at index %d; snapshot install is not supported yet",
-                snapshot.metadata.index,
-            )
-
         if committed:
             self._apply(committed)
 
@@ -413,6 +424,26 @@ class NodeDriver:
         self._release_parked_reads()
 
         core.advance(rd)
+        if self.applied_index - self._snapshot_index >= self._snapshot_count:
+            self._compact_log()
+
+    def _compact_log(self) -> None:
+        """Record a snapshot point at the applied index and drop log entries more
+        than `snapshot_count` behind it (etcd: --snapshot-count, catch-up entries).
+
+        The state machine itself lives in RocksDB, so the snapshot record carries
+        no data. The generous margin lets a lagging follower catch up from the log,
+        because installing snapshots on followers is not supported yet."""
+        index = self.applied_index
+        self._snapshot_index = index  # on failure too: retry one period later
+        try:
+            self._storage.create_snapshot(index, self._core.conf_state, b"")
+            keep_from = index - self._snapshot_count
+            if keep_from > 0:
+                self._storage.compact(keep_from)
+                log.info("raft log compacted up to index %d (snapshot at %d)", keep_from, index)
+        except Exception:  # noqa: BLE001 - compaction is an optimisation
+            log.exception("log compaction at index %d failed", index)
 
     def _apply(self, entries: list) -> None:
         self._finish_apply(self._applier.apply(entries), len(entries))

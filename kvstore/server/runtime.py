@@ -142,6 +142,7 @@ class KvNode:
                 watch_hook=self._watch_hook,
                 on_apply=self._on_apply,
                 persist_in_thread=self._persist_in_thread,
+                snapshot_count=cfg.snapshot_count,
             )
             self.kv = KvServer(
                 self.driver,

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,8 +68,10 @@ def compose_command() -> list[str] | None:
         return os.environ["KVSTORE_COMPOSE"].split()
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    if run(["docker", "compose", "version"], timeout=20, check=False).returncode == 0:
-        return ["docker", "compose"]
+    if shutil.which("docker"):
+        v2 = run(["docker", "compose", "version"], timeout=20, check=False)
+        if v2.returncode == 0:
+            return ["docker", "compose"]
     return None
 
 
@@ -78,7 +81,8 @@ def image_exists(tag: str) -> bool:
 
 def build_image(tag: str = TEST_IMAGE) -> str:
     """Build `tag` through the offline path; returns the build log. Raises on failure."""
-    env = {**os.environ, "KVSTORE_IMAGE": tag}
+    # The interpreter running the tests builds the wheels (it is the project's 3.11).
+    env = {**os.environ, "KVSTORE_IMAGE": tag, "PYTHON": sys.executable}
     proc = run(["bash", str(BUILD_SCRIPT)], timeout=BUILD_TIMEOUT_S, env=env)
     return proc.stdout + proc.stderr
 

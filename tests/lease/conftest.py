@@ -29,8 +29,8 @@ class Member:
         self.store = MvccStore(self.backend, self.lessor)
         self.lessor.load(self.backend, self.store.leased_keys())
         self.leader = LeaderLeases(
-            self.lessor, self.cluster.clock, checkpoint_interval_s=5.0,
-            first_checkpoint_delay_s=1.0,
+            self.lessor, self.cluster.clock, checkpoint_interval_s=2.0,
+            first_checkpoint_delay_s=0.5,
         )  # fmt: skip
         self.service = LeaseService(
             self.lessor,

@@ -46,6 +46,9 @@ class InProcessCluster:
             initial_cluster_token="in-process",
             heartbeat_interval_ms=50,
             election_timeout_ms=500,
+            # Small, so the tests also run log compaction and restart from a
+            # compacted log (a restarted member stays within this margin).
+            snapshot_count=15,
         ).validate()
 
     def _server(self, port: int = 0) -> tuple[grpc.aio.Server, int]:
@@ -171,12 +174,12 @@ def test_members_publish_client_urls_and_status_reports_the_leader(tmp_path: Pat
 def test_leader_stop_elects_a_new_leader_and_restart_catches_up(tmp_path: Path) -> None:
     async def body(c: InProcessCluster) -> None:
         old = await c.leader()
-        for i in range(20):
+        for i in range(40):
             await c.kv((old + 1) % 3).put(put(b"k%d" % i, b"v%d" % i))
         await c.stop_node(old)
         new = await c.leader(exclude=(old,))
         assert new != old
-        for i in range(20, 40):
+        for i in range(40, 50):  # fewer than snapshot_count: catch up from the log
             await c.kv(new).put(put(b"k%d" % i, b"v%d" % i))
         await c.restart(old)
 
@@ -184,11 +187,54 @@ def test_leader_stop_elects_a_new_leader_and_restart_catches_up(tmp_path: Path) 
             got = await c.kv(old).range(
                 rpc_pb2.RangeRequest(key=b"k", range_end=b"l", serializable=True)
             )
-            return got.count == 40
+            return got.count == 50
 
         await async_wait_until(caught_up, timeout=30, what="restarted member caught up")
+        new_node = c.nodes[new]
+        assert new_node is not None and new_node.data is not None
+        assert new_node.data.log_storage.first_index() > 1  # the log was compacted
         a = c.kv(old).store.current_revision
         b = c.kv(new).store.current_revision
         assert a == b  # replay applied nothing twice
+
+    run(tmp_path, body)
+
+
+def test_move_leader_and_membership_changes(tmp_path: Path) -> None:
+    from kvstore import errors
+
+    async def body(c: InProcessCluster) -> None:
+        leader = await c.leader()
+        target = (leader + 1) % 3
+        follower = (leader + 2) % 3
+        with pytest.raises(errors.EtcdError) as info:  # only the leader moves leadership
+            await c.kv(follower).move_leader(rpc_pb2.MoveLeaderRequest(targetID=1))
+        assert info.value == errors.NOT_LEADER()
+        with pytest.raises(errors.EtcdError) as info:
+            await c.kv(leader).move_leader(rpc_pb2.MoveLeaderRequest(targetID=12345))
+        assert info.value == errors.BAD_LEADER_TRANSFEREE()
+        target_id = c.kv(target).member_id
+        await c.kv(leader).move_leader(rpc_pb2.MoveLeaderRequest(targetID=target_id))
+        assert await c.leader() == target
+
+        # Add a learner that never starts; promote refuses; then remove it.
+        add = await c.kv(follower).member_add(  # forwarded to the leader
+            rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"], isLearner=True)
+        )
+        new_id = add.member.ID
+        assert any(m.ID == new_id and m.isLearner for m in add.members)
+        await async_wait_until(
+            lambda: all(c.kv(i).members.get(new_id) for i in range(3)), timeout=10
+        )
+        with pytest.raises(errors.EtcdError) as info:
+            await c.kv(target).member_add(rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"]))
+        assert info.value == errors.PEER_URL_EXIST()
+        with pytest.raises(errors.EtcdError) as info:
+            await c.kv(target).member_promote(rpc_pb2.MemberPromoteRequest(ID=new_id))
+        assert info.value == errors.LEARNER_NOT_READY()
+        removed = await c.kv(target).member_remove(rpc_pb2.MemberRemoveRequest(ID=new_id))
+        assert new_id not in {m.ID for m in removed.members}
+        # The 3 voters still commit writes.
+        await c.kv(follower).put(put(b"after-membership", b"ok"))
 
     run(tmp_path, body)

@@ -33,7 +33,8 @@ TICK_S = 0.01
 
 
 class Harness:
-    def __init__(self, size: int = 3, seed: int = 7) -> None:
+    def __init__(self, size: int = 3, seed: int = 7, snapshot_count: int = 100_000) -> None:
+        self.snapshot_count = snapshot_count
         self.ids = list(range(1, size + 1))
         self.net = LoopbackNetwork()
         self.rng = random.Random(seed)
@@ -64,7 +65,7 @@ class Harness:
         driver = NodeDriver(
             core, log, Applier(store, members, applied), self.net.transport(node_id),
             member_id=node_id, tick_interval_s=TICK_S, election_timeout_s=10 * TICK_S,
-            request_timeout_s=2.0, persist_in_thread=False,
+            request_timeout_s=2.0, persist_in_thread=False, snapshot_count=self.snapshot_count,
         )  # fmt: skip
         self.logs[node_id], self.stores[node_id] = log, store
         self.drivers[node_id] = driver
@@ -89,9 +90,9 @@ class Harness:
         return await async_wait_until(agreed, timeout=10, what="one agreed leader")
 
 
-def run(body: Callable[[Harness], Awaitable[Any]], size: int = 3) -> None:
+def run(body: Callable[[Harness], Awaitable[Any]], size: int = 3, **kw: Any) -> None:
     async def main() -> None:
-        h = Harness(size)
+        h = Harness(size, **kw)
         h.start()
         try:
             await body(h)
@@ -292,3 +293,47 @@ def test_a_member_added_at_runtime_joins_with_an_empty_log() -> None:
         assert r.header.member_id == new_id
 
     run(body)
+
+
+def test_log_is_compacted_and_a_follower_within_the_margin_catches_up() -> None:
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        victim = next(i for i in h.ids if i != leader)
+        for i in range(30):
+            await h.kvs[leader].put(put(b"a%d" % i, b"v"))
+        await h.drivers[victim].stop()
+        for i in range(10):  # fewer than snapshot_count entries behind
+            await h.kvs[leader].put(put(b"b%d" % i, b"v"))
+        assert h.logs[leader].first_index() > 1  # compacted
+        applied = decode_u64(h.stores[victim].meta[APPLIED_INDEX_KEY])
+        h._build(victim, applied=applied)
+        h.drivers[victim].start()
+        for i in range(40):
+            await h.kvs[leader].put(put(b"c%d" % i, b"v"))
+        await async_wait_until(
+            lambda: h.stores[victim].data == h.stores[leader].data, timeout=10, what="catch up"
+        )
+
+    run(body, snapshot_count=20)
+
+
+def test_follower_behind_the_compacted_log_stops_instead_of_diverging() -> None:
+    async def body(h: Harness) -> None:
+        from kvstore.server.node import SnapshotNotSupported
+
+        leader = await h.leader()
+        victim = next(i for i in h.ids if i != leader)
+        await h.drivers[victim].stop()
+        for i in range(60):
+            await h.kvs[leader].put(put(b"k%d" % i, b"v"))
+        before = dict(h.stores[victim].data)
+        applied = decode_u64(h.stores[victim].meta[APPLIED_INDEX_KEY])
+        h._build(victim, applied=applied)
+        h.drivers[victim].start()
+        task = h.drivers[victim].task
+        assert task is not None
+        await async_wait_until(task.done, timeout=10, what="driver stops")
+        assert isinstance(task.exception(), SnapshotNotSupported)
+        assert h.stores[victim].data == before
+
+    run(body, snapshot_count=10)
