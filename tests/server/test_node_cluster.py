@@ -222,7 +222,7 @@ def test_move_leader_and_membership_changes(tmp_path: Path) -> None:
             rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"], isLearner=True)
         )
         new_id = add.member.ID
-        assert any(m.ID == new_id and m.isLearner for m in add.members)
+        assert any(new_id == m.ID and m.isLearner for m in add.members)
         await async_wait_until(
             lambda: all(c.kv(i).members.get(new_id) for i in range(3)), timeout=10
         )
