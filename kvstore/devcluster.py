@@ -46,7 +46,8 @@ class _Member:
     data_dir: Path
     log_path: Path
     proc: subprocess.Popen | None = None
-    pid: int | None = None  # for members started by another process (CLI `up`)
+    pid: int | None = None  # also known for members started by another process (CLI up)
+    metrics_port: int = 0  # /metrics, /health, /version when > 0
 
 
 class LocalCluster:
@@ -59,6 +60,7 @@ class LocalCluster:
         extra_args: tuple[str, ...] = (),
         host: str = "127.0.0.1",
         ports: list[tuple[int, int]] | None = None,
+        metrics: bool = False,
     ) -> None:
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="kvstore-cluster-"))
@@ -76,6 +78,9 @@ class LocalCluster:
             )
             for i, (cp, pp) in enumerate(ports)
         ]
+        if metrics:
+            for m in self.members:
+                m.metrics_port = free_port(host)
 
     # ------------------------------------------------------------ addresses
     @property
@@ -98,6 +103,8 @@ class LocalCluster:
             "--initial-cluster", self._initial_cluster(),
             "--initial-cluster-token", TOKEN,
             "--initial-cluster-state", "new",
+            *(["--listen-metrics-urls", f"http://{self.host}:{m.metrics_port}"]
+              if m.metrics_port else []),
             *self.extra_args,
         ]  # fmt: skip
 

@@ -49,8 +49,10 @@ def check_delete_range(req: Any) -> None:
 def check_request_size(req: Any, max_request_bytes: int) -> None:
     """REQUEST_TOO_LARGE when the serialized request exceeds the limit.
 
-    etcd measures the InternalRaftRequest wrapping the request (a few bytes
-    more); the serialized request itself is the portable equivalent."""
+    etcd measures the InternalRaftRequest wrapping the request: measured on
+    3.4.23, the largest Put/Txn it accepts serializes to max - 18 bytes (the
+    envelope's size varies with the request ID). The request's own size is
+    the stable equivalent; the 17-18 bytes just below the limit differ."""
     if req.ByteSize() > max_request_bytes:
         raise errors.REQUEST_TOO_LARGE()
 

@@ -87,7 +87,9 @@ def iter_view(view: Any) -> Iterator[tuple[str, bytes, bytes]]:
             yield family, key, bytes(value)
 
 
-def write_records(records: Iterator[tuple[str, bytes, bytes]], path: str | os.PathLike[str]) -> BackupInfo:
+def write_records(
+    records: Iterator[tuple[str, bytes, bytes]], path: str | os.PathLike[str]
+) -> BackupInfo:
     """Write `records` as a snapshot file at `path` (via path.tmp + rename, fsynced)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -193,7 +195,9 @@ def inspect_file(path: str | os.PathLike[str]) -> BackupInfo:
     return info
 
 
-def iter_chunks(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int]]:
+def iter_chunks(
+    path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[bytes, int]]:
     """(blob, remaining_bytes) pieces of a snapshot file, as etcd's Snapshot RPC
     streams them: the body in `chunk_bytes` pieces with the bytes still to come
     of the body, then the 32-byte SHA-256 alone with remaining 0."""

@@ -44,7 +44,7 @@ class RestoreResult:
     data_dir: str
     member_id: int
     cluster_id: int
-    keys_restored: int
+    revisions_restored: int
     records: int
 
 

@@ -56,7 +56,7 @@ class ClusterOps:
             for m in self._members.all()
         ]  # fmt: skip
 
-    def _leader_client_url(self) -> str | None:
+    def leader_client_address(self) -> str | None:
         leader = self._members.get(self._driver.leader_id)
         if leader is None or not leader.client_urls:
             return None
@@ -66,7 +66,7 @@ class ClusterOps:
         """Call Cluster/<method> on the leader (we are a follower)."""
         from kvstore.pb import rpc_pb2_grpc
 
-        target = self._leader_client_url()
+        target = self.leader_client_address()
         if target is None:
             raise errors.NO_LEADER()
         async with grpc.aio.insecure_channel(target) as channel:

@@ -205,9 +205,25 @@ class KvServer:
             raise errors.NOT_CAPABLE()
         return pb.AlarmResponse(header=self.header())
 
+    def hash_kv(self, req: Any) -> Any:
+        """CRC-32 of the MVCC history up to req.revision (0: current); equal on
+        members that applied the same log (etcd's corruption check)."""
+        value, compact_rev = self._store.hash_kv(req.revision)
+        return _pb().HashKVResponse(header=self.header(), hash=value, compact_revision=compact_rev)
+
+    def hash(self, req: Any) -> Any:
+        """etcd hashes the whole backend; we hash the MVCC history (same purpose)."""
+        value, _ = self._store.hash_kv(0)
+        return _pb().HashResponse(header=self.header(), hash=value)
+
     def defragment(self, req: Any) -> Any:
         """RocksDB compacts in the background; nothing to do on demand."""
         return _pb().DefragmentResponse(header=self.header())
+
+    def leader_endpoint(self) -> str | None:
+        """host:port of the leader's first published client URL (for forwarding
+        leader-only calls such as lease keepalives), or None if unknown."""
+        return self._cluster.leader_client_address()
 
     @property
     def is_leader(self) -> bool:

@@ -112,6 +112,9 @@ class NodeDriver:
         snap = log_storage.snapshot() if hasattr(log_storage, "snapshot") else None
         self._snapshot_index = snap.metadata.index if snap is not None else 0
 
+        # Called as fn(is_leader, leader_id, term) whenever leadership changes
+        # (the lessor starts/stops expiring leases here). Must not block.
+        self.leadership_listeners: list[Callable[[bool, int, int], None]] = []
         self.waiters = ProposalWaiters(member_id, seed=int(time.time() * 1000))
         self.applied_waiter = AppliedIndexWaiter(applier.applied_index)
         self.stats = DriverStats()
@@ -491,8 +494,15 @@ class NodeDriver:
                 for batch in self._read_batches.values():
                     _fail_futures(batch.futures, errors.NO_LEADER())
                 self._read_batches.clear()
+        changed = leader_id != self.leader_id or role != self.role
         self.leader_id = leader_id
         self.role = role
+        if changed:
+            for listener in self.leadership_listeners:
+                try:
+                    listener(role == Role.LEADER, leader_id, self._core.term)
+                except Exception:  # noqa: BLE001 - a listener bug must not stop raft
+                    log.exception("leadership listener failed")
 
     def _fail_pending(self, exc: errors.EtcdError) -> None:
         self.waiters.fail_all(exc)

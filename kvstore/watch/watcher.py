@@ -91,9 +91,7 @@ def strip_prev_kv(ev: kv_pb2.Event) -> kv_pb2.Event:
     return Event(type=ev.type, kv=ev.kv)
 
 
-def split_fragments(
-    resp: rpc_pb2.WatchResponse, max_bytes: int
-) -> list[rpc_pb2.WatchResponse]:
+def split_fragments(resp: rpc_pb2.WatchResponse, max_bytes: int) -> list[rpc_pb2.WatchResponse]:
     """etcd `sendFragments`: split a response larger than `max_bytes` with more
     than one event into pieces of at least one event each; every piece but the
     last carries `fragment=true`. Smaller responses come back unchanged."""

@@ -274,6 +274,29 @@ def test_unexpected_exception_is_internal_logged_and_not_leaked(caplog):
     assert logged[0].exc_info and "secret internal detail" in str(logged[0].exc_info[1])
 
 
+def test_client_deadline_cancels_quietly(caplog):
+    class StuckKv(FakeKv):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+
+        async def range(self, req: Any) -> rpc_pb2.RangeResponse:
+            if req.key == b"stuck":
+                self.entered.set()
+                await asyncio.Event().wait()  # until the call is cancelled
+            return await super().range(req)
+
+    async def scenario(s: Stubs, fake: FakeKv) -> None:
+        err = await rpc_error(s.kv.Range(rpc_pb2.RangeRequest(key=b"stuck"), timeout=2.0))
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert fake.entered.is_set()
+        await s.kv.Range(rpc_pb2.RangeRequest(key=b"k"))
+
+    with caplog.at_level(logging.ERROR, logger="kvstore.api.errors"):
+        run(scenario, StuckKv())
+    assert [r for r in caplog.records if r.name == "kvstore.api.errors"] == []
+
+
 # ------------------------------------------------- unimplemented & delegated
 @pytest.mark.parametrize(
     ("service", "method", "request_"),

@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dockerkit import SERVICES, ComposeCluster, get_prefix, put  # noqa: E402
+from dockerkit import SERVICES, ComposeCluster, get_prefix, put, run  # noqa: E402
 
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 from kvstore.testing.waiting import wait_until  # noqa: E402
@@ -170,6 +170,25 @@ def test_leader_killed_writes_continue_and_it_catches_up(cluster: ComposeCluster
         cluster.start(leader)
     cluster.wait_healthy()
     wait_converged(cluster, pfx, acked)
+
+
+def test_a_member_that_exits_is_restarted_by_its_restart_policy(cluster: ComposeCluster) -> None:
+    """restart: unless-stopped — a member process that ends (here: SIGTERM to PID 1 from
+    inside, a clean exit 0) comes back by itself and rejoins with its data."""
+    pfx = prefix()
+    put(cluster.endpoint("kv1"), pfx + b"before", b"1")
+    victim = "kv3"
+    cid = cluster.container(victim)
+
+    def restarts() -> int:
+        return int(run(["docker", "inspect", "-f", "{{.RestartCount}}", cid]).stdout)
+
+    before = restarts()
+    cluster.exec_python(victim, "import os, signal; os.kill(1, signal.SIGTERM)")
+    wait_until(lambda: restarts() > before, timeout=60, interval=0.25, what="docker restart")
+    put_with_retry(cluster, ["kv1", "kv2"], pfx + b"after", b"2")
+    cluster.wait_healthy()
+    wait_converged(cluster, pfx, {pfx + b"before": b"1", pfx + b"after": b"2"})
 
 
 def test_down_and_up_keeps_the_data_in_volumes(cluster: ComposeCluster) -> None:

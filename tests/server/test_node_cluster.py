@@ -16,6 +16,7 @@ pytest.importorskip("kvstore.transport")
 pytest.importorskip("kvstore.storage.raft_log")
 pytest.importorskip("kvstore.mvcc")
 
+from kvstore.api import add_servicers  # noqa: E402
 from kvstore.pb import rpc_pb2  # noqa: E402
 from kvstore.server.config import NodeConfig  # noqa: E402
 from kvstore.server.runtime import KvNode  # noqa: E402
@@ -30,6 +31,8 @@ class InProcessCluster:
         self.base = base
         self.size = size
         self.ports: list[int] = []
+        self.client_ports: list[int] = []
+        self.client_servers: list[grpc.aio.Server | None] = [None] * size
         self.nodes: list[KvNode | None] = [None] * size
 
     def _config(self, i: int) -> NodeConfig:
@@ -38,8 +41,8 @@ class InProcessCluster:
         return NodeConfig(
             name=f"n{i}",
             data_dir=str(self.base / f"n{i}"),
-            listen_client_urls=(f"http://127.0.0.1:{40000 + i}",),
-            advertise_client_urls=(f"http://127.0.0.1:{40000 + i}",),
+            listen_client_urls=(f"http://127.0.0.1:{self.client_ports[i]}",),
+            advertise_client_urls=(f"http://127.0.0.1:{self.client_ports[i]}",),
             listen_peer_urls=(url,),
             initial_advertise_peer_urls=(url,),
             initial_cluster=initial,
@@ -61,19 +64,34 @@ class InProcessCluster:
             server, port = self._server()
             servers.append(server)
             self.ports.append(port)
+            client, client_port = self._server()
+            self.client_servers[len(self.client_ports)] = client
+            self.client_ports.append(client_port)
         for i in range(self.size):
-            node = KvNode(self._config(i), peer_server=servers[i])
-            await node.start()
-            self.nodes[i] = node
+            await self._start_node(i, servers[i])
+
+    async def _start_node(self, i: int, peer_server: grpc.aio.Server) -> None:
+        """Start member i, with the etcd API servicers on its client server."""
+        node = KvNode(self._config(i), peer_server=peer_server)
+        await node.start()
+        self.nodes[i] = node
+        client = self.client_servers[i]
+        if client is None:
+            client, _ = self._server(self.client_ports[i])
+            self.client_servers[i] = client
+        add_servicers(client, node.kv)
+        await client.start()
 
     async def restart(self, i: int) -> None:
         await self.stop_node(i)
         server, _ = self._server(self.ports[i])
-        node = KvNode(self._config(i), peer_server=server)
-        await node.start()
-        self.nodes[i] = node
+        await self._start_node(i, server)
 
     async def stop_node(self, i: int) -> None:
+        client = self.client_servers[i]
+        if client is not None:
+            await client.stop(grace=0.5)
+            self.client_servers[i] = None
         node = self.nodes[i]
         if node is not None:
             await node.stop()
@@ -145,6 +163,9 @@ def test_put_get_txn_through_any_member(tmp_path: Path) -> None:
         assert tr.succeeded
         got = await c.kv((follower + 1) % 3).range(get(b"b"))
         assert got.kvs[0].value == b"from-txn"
+        hashes = {c.kv(i).hash_kv(rpc_pb2.HashKVRequest(revision=tr.header.revision)).hash
+                  for i in range(3)}  # fmt: skip
+        assert len(hashes) == 1  # every member applied the same history
         d = await c.kv(leader).delete_range(rpc_pb2.DeleteRangeRequest(key=b"a"))
         assert d.deleted == 1
         assert (await c.kv(follower).range(get(b"a"))).count == 0
@@ -217,6 +238,12 @@ def test_move_leader_and_membership_changes(tmp_path: Path) -> None:
         await c.kv(leader).move_leader(rpc_pb2.MoveLeaderRequest(targetID=target_id))
         assert await c.leader() == target
 
+        # Followers forward membership changes to the leader's published client URL.
+        await async_wait_until(
+            lambda: all(m.clientURLs for m in c.kv(follower).member_list().members),
+            timeout=20,
+            what="client URLs published",
+        )
         # Add a learner that never starts; promote refuses; then remove it.
         add = await c.kv(follower).member_add(  # forwarded to the leader
             rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"], isLearner=True)

@@ -337,3 +337,24 @@ def test_follower_behind_the_compacted_log_stops_instead_of_diverging() -> None:
         assert h.stores[victim].data == before
 
     run(body, snapshot_count=10)
+
+
+def test_leadership_listeners_hear_about_the_leader() -> None:
+    async def main() -> None:
+        h = Harness(3)
+        heard: dict[int, list[tuple[bool, int, int]]] = {i: [] for i in h.ids}
+        for i in h.ids:  # registered before start: no change can be missed
+            h.drivers[i].leadership_listeners.append(lambda *a, i=i: heard[i].append(a))
+        h.start()
+        try:
+            leader = await h.leader()
+            await async_wait_until(lambda: heard[leader] and heard[leader][-1][0], timeout=10)
+            is_leader, leader_id, term = heard[leader][-1]
+            assert leader_id == leader and term >= 1
+            for f in (i for i in h.ids if i != leader):
+                await async_wait_until(lambda f=f: heard[f], timeout=10)
+                assert heard[f][-1][:2] == (False, leader)
+        finally:
+            await h.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -1,0 +1,163 @@
+"""Space quota and alarms (etcd's `--quota-backend-bytes`, NOSPACE, Alarm RPC).
+
+Owns:
+- `AlarmTable`: the cluster's active alarms {(member id, AlarmType)}, changed
+  only by applying `InternalRequest.alarm` entries (`apply_alarm`, registered
+  as the applier's "alarm" handler) and persisted in `meta[b"alarms"]` in the
+  same apply batch, so every member agrees and restarts keep it;
+- `capped(handler, table)`: wraps the applier's put/txn handlers so that while
+  NOSPACE is active, writes are refused at APPLY time with NO_SPACE on every
+  member alike (etcd's applierV3Capped): Range, DeleteRange, Compact and
+  read-only Txns still pass;
+- `QuotaGuard`: the request-time check (etcd's quotaKVServer): a write that
+  would push the backend past the quota raises NO_SPACE and asks (once) for
+  a NOSPACE alarm to be proposed through Raft.
+Never: raises alarms by itself at apply time (apply must be deterministic;
+the db size is not), reads the clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from kvstore import errors
+
+ALARMS_META_KEY = b"alarms"
+DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024  # etcd: 0 means the 2 GiB default
+MAX_QUOTA_BYTES = 8 * 1024 * 1024 * 1024
+NONE, NOSPACE, CORRUPT = 0, 1, 2
+_ALARM_NAMES = {NOSPACE: "NOSPACE", CORRUPT: "CORRUPT"}
+
+
+def effective_quota(quota_bytes: int) -> int:
+    """etcd: 0 -> default 2 GiB; negative -> disabled (returned as 0)."""
+    if quota_bytes < 0:
+        return 0
+    return quota_bytes or DEFAULT_QUOTA_BYTES
+
+
+class AlarmTable:
+    """Active alarms; mutated only by `apply_alarm` (the apply path)."""
+
+    def __init__(self, alarms: set[tuple[int, int]] | None = None) -> None:
+        self._alarms: set[tuple[int, int]] = set(alarms or ())
+
+    @classmethod
+    def load(cls, backend: Any) -> AlarmTable:
+        raw = backend.get("meta", ALARMS_META_KEY)
+        return cls.decode(bytes(raw)) if raw else cls()
+
+    def reload(self, backend: Any) -> None:
+        """Re-read after a snapshot install replaced the state."""
+        self._alarms = AlarmTable.load(backend)._alarms
+
+    def encode(self) -> bytes:
+        return json.dumps(sorted([list(a) for a in self._alarms])).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> AlarmTable:
+        return cls({(int(m), int(a)) for m, a in json.loads(raw)})
+
+    def active(self, alarm: int | None = None) -> list[tuple[int, int]]:
+        return sorted(a for a in self._alarms if alarm is None or a[1] == alarm)
+
+    def has(self, alarm: int) -> bool:
+        return any(a == alarm for _, a in self._alarms)
+
+    def status_errors(self) -> list[str]:
+        """StatusResponse.errors strings, as etcd formats them."""
+        return [f"memberID:{m} alarm:{_ALARM_NAMES.get(a, str(a))} " for m, a in self.active()]
+
+    def apply_alarm(self, batch: Any, req: Any) -> Any:
+        """Applier handler for InternalRequest.alarm -> AlarmResponse."""
+        from kvstore.pb import rpc_pb2
+
+        resp = rpc_pb2.AlarmResponse()
+        action = req.action
+        if action == rpc_pb2.AlarmRequest.GET:
+            for m, a in self.active():
+                resp.alarms.add(memberID=m, alarm=a)
+            return resp
+        entry = (int(req.memberID), int(req.alarm))
+        if action == rpc_pb2.AlarmRequest.ACTIVATE:
+            if req.alarm == NONE:
+                return resp
+            if entry not in self._alarms:
+                self._alarms.add(entry)
+                batch.set_meta(ALARMS_META_KEY, self.encode())
+            resp.alarms.add(memberID=entry[0], alarm=entry[1])
+        elif action == rpc_pb2.AlarmRequest.DEACTIVATE and entry in self._alarms:
+            self._alarms.discard(entry)
+            batch.set_meta(ALARMS_META_KEY, self.encode())
+            resp.alarms.add(memberID=entry[0], alarm=entry[1])
+        return resp
+
+
+def txn_writes(txn: Any) -> bool:
+    for ops in (txn.success, txn.failure):
+        for op in ops:
+            kind = op.WhichOneof("request")
+            if kind in ("request_put",):
+                return True
+            if kind == "request_txn" and txn_writes(op.request_txn):
+                return True
+    return False
+
+
+def capped(
+    kind: str, handler: Callable[[Any, Any], Any], table: AlarmTable
+) -> Callable[[Any, Any], Any]:
+    """Wrap an apply handler: refuse space-consuming writes while NOSPACE is on."""
+
+    def put(batch: Any, req: Any) -> Any:
+        if table.has(NOSPACE):
+            raise errors.NO_SPACE()
+        return handler(batch, req)
+
+    def txn(batch: Any, req: Any) -> Any:
+        # etcd: a txn that may write is refused as a whole; DeleteRange-only
+        # txns free space and pass (applierV3Capped checks for puts).
+        if table.has(NOSPACE) and txn_writes(req):
+            raise errors.NO_SPACE()
+        return handler(batch, req)
+
+    def lease_grant(batch: Any, req: Any) -> Any:
+        if table.has(NOSPACE):
+            raise errors.NO_SPACE()
+        return handler(batch, req)
+
+    wrappers = {"put": put, "txn": txn, "lease_grant": lease_grant}
+    return wrappers.get(kind, handler)
+
+
+class QuotaGuard:
+    """Request-time quota check; `quota_bytes` <= 0 disables it."""
+
+    def __init__(self, quota_bytes: int, db_size: Callable[[], int], table: AlarmTable) -> None:
+        self.quota_bytes = quota_bytes
+        self._db_size = db_size
+        self._table = table
+
+    def exceeded(self, cost: int) -> bool:
+        if self.quota_bytes <= 0:
+            return False
+        return self._db_size() + cost > self.quota_bytes
+
+    def check(self, kind: str, req: Any) -> bool:
+        """Raise NO_SPACE if a `kind` write must be refused; return True when a
+        NOSPACE alarm should be proposed first (quota newly exceeded)."""
+        if kind == "txn" and not txn_writes(req):
+            return False
+        if kind not in ("put", "txn", "lease_grant"):
+            return False
+        if self._table.has(NOSPACE):
+            raise errors.NO_SPACE()
+        return self.exceeded(request_cost(kind, req))
+
+
+def request_cost(kind: str, req: Any) -> int:
+    """etcd's cost estimate: encoded size plus a per-key overhead."""
+    overhead = 256 + 24
+    return req.ByteSize() + overhead if kind != "lease_grant" else overhead

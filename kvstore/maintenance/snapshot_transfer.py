@@ -1,0 +1,336 @@
+"""Raft snapshot transfer: stream the leader's state to a lagging follower and
+install it there atomically.
+
+Owns three pieces, wired by `maintenance/wiring.py`:
+
+- `SnapshotSender` (leader): the transport hands it every outgoing MSG_SNAP
+  instead of putting it on the message stream. It writes a snapshot file
+  from ONE consistent backend view (backup.py), rewrites the message's
+  metadata to the view's applied index/term and membership (like etcd's
+  merged snapshot message: the Raft snapshot record only says "the log is
+  compacted", the state sent is the freshest consistent one), streams it with
+  `RaftPeer.SendSnapshot` in 1 MiB chunks and reports success/failure to Raft.
+- `SnapshotReceiver` (follower): the `SendSnapshot` handler. It spools the
+  chunks to `<data-dir>/snap/*.tmp`, verifies the SHA-256 trailer, renames the
+  file into place, then hands the MSG_SNAP to Raft with `snapshot.data =
+  b"file:<path>"`. Nothing of the live state is touched yet.
+- `SnapshotInstaller` (follower): called by the driver when Raft hands out the
+  snapshot in a Ready, BEFORE the Raft write. One synced RocksDB WriteBatch
+  replaces the MVCC data, leases and replicated meta, sets the applied index,
+  and resets the Raft log/hard state to the snapshot point; then the
+  in-memory views are reloaded. A crash before that write leaves the old state
+  (the spooled file is just garbage, removed on the next start); after it,
+  the new one — never a mix.
+
+Never: blocks the event loop on the file write (worker thread); sends two
+snapshots to one peer at once; installs a file whose checksum does not match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import struct
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kvstore.maintenance.backup import (
+    APPLIED_INDEX_KEY,
+    APPLIED_TERM_KEY,
+    LOCAL_META_KEYS,
+    BackupError,
+    read_records,
+    verify_file,
+    write_backup,
+)
+from kvstore.raft.types import (
+    ConfState,
+    HardState,
+    Message,
+    Snapshot,
+    SnapshotMetadata,
+)
+
+log = logging.getLogger(__name__)
+
+SPOOL_DIRNAME = "snap"
+TRANSFER_CHUNK_BYTES = 1 << 20
+FILE_PREFIX = b"file:"
+CLUSTER_ID_METADATA = "kvstore-cluster-id"
+_KEY_END = b"\xff" * 64
+_U64 = struct.Struct(">Q")
+_U64X2 = struct.Struct(">QQ")
+_U64X3 = struct.Struct(">QQQ")
+
+
+def conf_state_from_members(raw: bytes) -> ConfState:
+    """ConfState (voters, learners) of a JSON member table (server/membership.py)."""
+    if not raw:
+        return ConfState()
+    members = json.loads(raw).get("members", [])
+    voters = sorted(int(m["id"]) for m in members if not m.get("is_learner"))
+    learners = sorted(int(m["id"]) for m in members if m.get("is_learner"))
+    return ConfState(tuple(voters), tuple(learners))
+
+
+def clean_spool(spool: Path) -> None:
+    """Remove files left by an interrupted transfer/install (startup)."""
+    if not spool.is_dir():
+        return
+    for entry in spool.iterdir():
+        if entry.suffix in (".tmp", ".snap"):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+class SnapshotSender:
+    """Leader side. `send(msg)` is called on the loop and never blocks or raises."""
+
+    def __init__(
+        self,
+        backend: Any,
+        spool: Path,
+        *,
+        cluster_id: int,
+        self_id: int,
+        peer_address: Callable[[int], str | None],
+        report: Callable[[int, bool], None],
+        channel_options: list[tuple[str, int]] | None = None,
+        timeout_s: float = 300.0,
+        chunk_bytes: int = TRANSFER_CHUNK_BYTES,
+    ) -> None:
+        self._backend = backend
+        self._spool = spool
+        self._cluster_id = cluster_id
+        self._self_id = self_id
+        self._peer_address = peer_address
+        self._report = report
+        self._options = channel_options or []
+        self._timeout_s = timeout_s
+        self._chunk_bytes = chunk_bytes
+        self.chunks_sent = 0
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._seq = itertools.count(1)
+        self.sent = 0
+        self.failed = 0
+        self.last_bytes = 0
+
+    def send(self, msg: Message) -> None:
+        peer = msg.to
+        task = self._inflight.get(peer)
+        if task is not None and not task.done():
+            return  # Raft waits for the report of the transfer in flight
+        self._inflight[peer] = asyncio.get_running_loop().create_task(
+            self._transfer(msg), name=f"snapshot-to-{peer:x}"
+        )
+
+    async def stop(self) -> None:
+        tasks = [t for t in self._inflight.values() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._inflight.clear()
+
+    async def _transfer(self, msg: Message) -> None:
+        peer = msg.to
+        ok = False
+        self._spool.mkdir(parents=True, exist_ok=True)
+        path = self._spool / f"send-{peer:x}-{next(self._seq)}.snap"
+        try:
+            address = self._peer_address(peer)
+            if address is None:
+                raise ConnectionError(f"no address for peer {peer:x}")
+            info = await asyncio.to_thread(write_backup, self._backend, path)
+            meta = SnapshotMetadata(
+                info.applied_index, info.applied_term, conf_state_from_members(info.members)
+            )
+            out = dataclasses.replace(msg, snapshot=Snapshot(meta, b""))
+            acked = await self._stream(address, out, path)
+            ok = acked == info.size
+            if ok:
+                self.sent += 1
+                self.last_bytes = acked
+                log.info(
+                    "sent snapshot at index %d (%d bytes) to member %x",
+                    meta.index, acked, peer,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "snapshot to %x: peer acknowledged %d of %d bytes", peer, acked, info.size
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: Raft probes and retries
+            log.warning("snapshot to member %x failed: %s", peer, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if not ok:
+                self.failed += 1
+            with contextlib.suppress(Exception):
+                self._report(peer, ok)
+
+    async def _stream(self, address: str, msg: Message, path: Path) -> int:
+        from kvstore.pb import raftpb_pb2, raftpb_pb2_grpc
+        from kvstore.transport import codec
+
+        cluster_id, sender = self._cluster_id, self._self_id
+
+        async def chunks() -> AsyncIterator[Any]:
+            yield raftpb_pb2.SnapshotChunk(
+                cluster_id=cluster_id, **{"from": sender}, message=codec.message_to_pb(msg)
+            )
+            with open(path, "rb") as f:
+                while True:
+                    data = f.read(self._chunk_bytes)
+                    if not data:
+                        break
+                    self.chunks_sent += 1
+                    yield raftpb_pb2.SnapshotChunk(
+                        cluster_id=cluster_id, **{"from": sender}, data=data
+                    )
+            yield raftpb_pb2.SnapshotChunk(cluster_id=cluster_id, **{"from": sender}, last=True)
+
+        async with grpc.aio.insecure_channel(address, options=self._options) as channel:
+            stub = raftpb_pb2_grpc.RaftPeerStub(channel)
+            ack = await stub.SendSnapshot(
+                chunks(),
+                timeout=self._timeout_s,
+                metadata=((CLUSTER_ID_METADATA, f"{cluster_id:x}"),),
+            )
+        return int(ack.bytes_received)
+
+
+class SnapshotReceiver:
+    """Follower side of `RaftPeer.SendSnapshot`."""
+
+    def __init__(
+        self, spool: Path, *, cluster_id: int, deliver: Callable[[list[Message]], None]
+    ) -> None:
+        self._spool = spool
+        self._cluster_id = cluster_id
+        self._deliver = deliver
+        self._seq = itertools.count(1)
+        self.received = 0
+
+    async def handle(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
+        from kvstore.pb import raftpb_pb2
+        from kvstore.transport import codec
+
+        self._spool.mkdir(parents=True, exist_ok=True)
+        n = next(self._seq)
+        tmp = self._spool / f"recv-{os.getpid()}-{n}.tmp"
+        msg: Message | None = None
+        received = 0
+        done = False
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in request_iterator:
+                    if chunk.cluster_id != self._cluster_id:
+                        await context.abort(
+                            grpc.StatusCode.FAILED_PRECONDITION, "request cluster ID mismatch"
+                        )
+                    if chunk.HasField("message"):
+                        msg = codec.message_from_pb(chunk.message)
+                    if chunk.data:
+                        f.write(chunk.data)
+                        received += len(chunk.data)
+                    if chunk.last:
+                        done = True
+                        break
+                f.flush()
+                os.fsync(f.fileno())
+            if msg is None or msg.snapshot is None or not done:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete snapshot stream")
+            assert msg is not None and msg.snapshot is not None
+            try:
+                await asyncio.to_thread(verify_file, tmp)
+            except BackupError as exc:
+                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
+            final = self._spool / f"recv-{msg.snapshot.metadata.index}-{msg.sender:x}-{n}.snap"
+            os.replace(tmp, final)
+            snap = Snapshot(msg.snapshot.metadata, FILE_PREFIX + str(final).encode())
+            self.received += 1
+            log.info(
+                "received snapshot at index %d (%d bytes) from member %x",
+                snap.metadata.index, received, msg.sender,
+            )  # fmt: skip
+            self._deliver([dataclasses.replace(msg, snapshot=snap)])
+            return raftpb_pb2.SnapshotAck(bytes_received=received)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+class SnapshotInstaller:
+    """Follower side: swap the state machine for a received snapshot, atomically."""
+
+    def __init__(
+        self, backend: Any, reloaders: list[Callable[[Snapshot], None]] | None = None
+    ) -> None:
+        self._backend = backend
+        self.reloaders = reloaders if reloaders is not None else []
+        self.installed = 0
+
+    def install(self, snapshot: Snapshot, hard_state: HardState | None, current: HardState) -> None:
+        """Replace the state with the spooled file named by `snapshot.data`.
+
+        Raises RuntimeError if there is no valid file: installing nothing while
+        Raft moves on would silently diverge, so the driver must stop instead."""
+        if not snapshot.data.startswith(FILE_PREFIX):
+            raise RuntimeError(
+                f"snapshot at index {snapshot.metadata.index} has no state file to install"
+            )
+        path = Path(snapshot.data[len(FILE_PREFIX) :].decode())
+        md = snapshot.metadata
+        hs = hard_state or current
+        hs = HardState(hs.term, hs.vote, max(hs.commit, md.index))
+        b = self._backend
+        batch = b.batch()
+        batch.delete_range("kv", b"", _KEY_END)
+        batch.delete_range("lease", b"", _KEY_END)
+        for key, _ in b.iterate("meta"):
+            if bytes(key) not in LOCAL_META_KEYS:
+                batch.delete("meta", bytes(key))
+        try:
+            for family, key, value in read_records(path, verify=True):
+                if family == "meta" and key in LOCAL_META_KEYS:
+                    continue
+                batch.put(family, key, value)
+        except (BackupError, OSError) as exc:
+            raise RuntimeError(f"cannot install snapshot {path}: {exc}") from exc
+        batch.put("meta", APPLIED_INDEX_KEY, _U64.pack(md.index))
+        batch.put("meta", APPLIED_TERM_KEY, _U64.pack(md.term))
+        # Raft side, same layout as storage/raft_log.py: the log restarts at the snapshot.
+        from kvstore.storage.raft_log import (
+            HARD_STATE_KEY,
+            LAST_INDEX_KEY,
+            LOG_CF,
+            LOG_START_KEY,
+            SNAPSHOT_KEY,
+            STATE_CF,
+            encode_snapshot,
+        )
+
+        batch.delete_range(LOG_CF, b"", _KEY_END)
+        batch.put(STATE_CF, LOG_START_KEY, _U64X2.pack(md.index, md.term))
+        batch.put(STATE_CF, LAST_INDEX_KEY, _U64.pack(md.index))
+        batch.put(STATE_CF, SNAPSHOT_KEY, encode_snapshot(Snapshot(md, b"")))
+        batch.put(STATE_CF, HARD_STATE_KEY, _U64X3.pack(hs.term, hs.vote, hs.commit))
+        b.write(batch, True)
+        self.installed += 1
+        with contextlib.suppress(OSError):
+            path.unlink()
+        log.info("installed snapshot at index %d (term %d)", md.index, md.term)
+        for reload in self.reloaders:
+            reload(snapshot)
