@@ -1,8 +1,7 @@
 """Fixtures for kvctl tests: a session cluster per backend and an in-process runner.
 
 `kvctl(*args, input=...)` runs `kvstore.cli.kvctl.run` in-process with click's
-stream isolation and returns (exit code, stdout, stderr). The lead adds the
-"kvstore" backend to BACKENDS (same shape as EtcdCluster).
+stream isolation and returns (exit code, stdout, stderr).
 """
 
 from __future__ import annotations
@@ -14,9 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from kvstore.cli.kvctl import run
-from kvstore.testing.etcd_cluster import EtcdCluster, etcd_available
+from tests.backends import BACKENDS, start_cluster, stop_fast
 
-BACKENDS = [pytest.param("etcd", marks=pytest.mark.etcd)]
 _counter = itertools.count()
 
 
@@ -29,14 +27,9 @@ class Result:
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def cluster(request):
-    if request.param == "etcd":
-        if not etcd_available():
-            pytest.skip("etcd binaries not installed")
-        c = EtcdCluster(size=3).start()
-    else:
-        raise ValueError(request.param)
+    c = start_cluster(request.param)
     yield c
-    _stop_fast(c)
+    stop_fast(c)
 
 
 @pytest.fixture
@@ -56,11 +49,3 @@ def kvctl(cluster):
 def ns(request) -> str:
     return f"/c{next(_counter)}-{request.node.name[:40]}/"
 
-
-def _stop_fast(c) -> None:
-    """SIGKILL every member first: the data is thrown away anyway, and a
-    graceful etcd cluster stop takes ~7 s (leaders try to hand over)."""
-    if isinstance(c, EtcdCluster):
-        for i in range(len(c.endpoints)):
-            c.kill(i)
-    c.stop()
