@@ -128,7 +128,10 @@ async def _grpc_run(endpoints: list[str], streams_n: int, puts: int) -> None:
 
     async def reader(call: Any) -> None:
         nonlocal received
-        async for resp in call:
+        while True:  # read(), not `async for`: grpc.aio forbids mixing the two
+            resp = await call.read()
+            if resp is grpc.aio.EOF:
+                return
             now = time.perf_counter()
             for ev in resp.events:
                 t = sent.get(ev.kv.key)

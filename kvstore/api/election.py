@@ -14,13 +14,14 @@ leader"; Proclaim by a non-leader -> "election: not leader".
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from kvstore import errors
-from kvstore.api.errors import grpc_errors
+from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.lock import (
     delete_quietly,
     first_create,
@@ -146,8 +147,10 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         while True:
             try:
                 resp = await self._kv.range(first_create(pfx))
-            except errors.EtcdError as exc:
-                await context.abort(exc.code, exc.message)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - etcd status, or INTERNAL (logged)
+                await abort_with(context, exc, "Observe")
             if resp.kvs:
                 kv, revision = resp.kvs[0], resp.header.revision
             else:

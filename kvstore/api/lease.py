@@ -11,13 +11,14 @@ facade clamps to the minimum and rejects too-large TTLs, as etcd does).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from kvstore import errors
-from kvstore.api.errors import grpc_errors
+from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.watch import requires_leader
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 
@@ -55,6 +56,8 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         async for req in request_iterator:
             try:
                 resp = await self._leases.keepalive(req.ID)
-            except errors.EtcdError as exc:
-                await context.abort(exc.code, exc.message)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - etcd status, or INTERNAL (logged)
+                await abort_with(context, exc, "LeaseKeepAlive")
             yield resp

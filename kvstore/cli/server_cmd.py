@@ -64,6 +64,9 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
 @_opt("--snapshot-count", type=int, default=100_000, show_default=True)
 @_opt("--max-request-bytes", type=int, default=1_572_864, show_default=True)
 @_opt("--listen-metrics-urls", default="", help="HTTP /metrics, /health, /version.")
+@_opt("--quota-backend-bytes", type=int, default=0, show_default=True, help="0: 2 GiB.")
+@_opt("--auto-compaction-mode", default="periodic", show_default=True)
+@_opt("--auto-compaction-retention", default="0", show_default=True, help="'0': off.")
 @_opt(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error"]),
@@ -106,6 +109,9 @@ def build_config(kw: dict[str, Any]) -> NodeConfig:
             snapshot_count=kw["snapshot_count"],
             max_request_bytes=kw["max_request_bytes"],
             listen_metrics_urls=split_urls(kw["listen_metrics_urls"], "--listen-metrics-urls"),
+            quota_backend_bytes=kw["quota_backend_bytes"],
+            auto_compaction_mode=kw["auto_compaction_mode"],
+            auto_compaction_retention=kw["auto_compaction_retention"],
         )
         return cfg.validate()
     except ConfigError as exc:
@@ -186,9 +192,17 @@ async def _wait_for_stop(stop: asyncio.Event, node: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: click errors become one line, exit code 2."""
+    """Console entry point: click errors become one line, exit code 2.
+
+    `kvstore snapshot restore|status ...` goes to the offline snapshot tools."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "snapshot":
+        from kvstore.cli.snapshot_cmd import main as snapshot_main
+
+        snapshot_main(args[1:])
+        return
     try:
-        _command.main(args=argv, prog_name="kvstore", standalone_mode=False)
+        _command.main(args=args, prog_name="kvstore", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError:
         raise
     except click.ClickException as exc:

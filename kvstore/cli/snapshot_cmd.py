@@ -82,14 +82,14 @@ def status(file: str, write_out: str) -> None:
         verify_file(file)
         h = 0
         revision = 0
-        keys = set()
+        keys = 0  # like etcd's totalKey: every stored key (here: MVCC revisions)
         size = 0
         for family, key, value in read_records(file, verify=False):
             size += len(key) + len(value)
             h = zlib.crc32(value, zlib.crc32(key, h))
             if family == "kv":
                 revision = max(revision, decode_revision(key).main)
-                keys.add(key)
+                keys += 1
     except (BackupError, OSError) as exc:
         _fail(str(exc))
         return
@@ -98,7 +98,7 @@ def status(file: str, write_out: str) -> None:
     info = {
         "hash": h & 0xFFFFFFFF,
         "revision": revision,
-        "totalKey": len(keys),
+        "totalKey": keys,
         "totalSize": os.path.getsize(file),
     }
     if write_out == "json":
@@ -108,11 +108,11 @@ def status(file: str, write_out: str) -> None:
         click.echo("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |")
         click.echo("+----------+----------+------------+------------+")
         click.echo(
-            f"| {info['hash']:8x} | {revision:8d} | {len(keys):10d} | {info['totalSize']:10d} |"
+            f"| {info['hash']:8x} | {revision:8d} | {keys:10d} | {info['totalSize']:10d} |"
         )
         click.echo("+----------+----------+------------+------------+")
     else:
-        click.echo(f"{info['hash']:x}, {revision}, {len(keys)}, {info['totalSize']}")
+        click.echo(f"{info['hash']:x}, {revision}, {keys}, {info['totalSize']}")
 
 
 def _fail(message: str) -> None:

@@ -86,13 +86,13 @@ class Lessor:
     def apply_grant(self, batch: Any, req: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
         """Create lease req.ID with req.TTL (already clamped by the proposer).
 
-        Raises LEASE_EXISTS, LEASE_TTL_TOO_LARGE; ID 0 is never proposed."""
+        Raises LEASE_EXISTS, LEASE_TTL_TOO_LARGE."""
         if req.ID in self._leases:
             raise errors.LEASE_EXISTS()
         if req.TTL > MAX_LEASE_TTL_S:
             raise errors.LEASE_TTL_TOO_LARGE()
-        if req.ID <= 0:
-            raise errors.LEASE_NOT_FOUND()  # cannot happen from our proposers
+        if req.ID == 0:
+            raise errors.LEASE_NOT_FOUND()  # 0 means "no lease"; proposers never send it
         lease = Lease(req.ID, req.TTL)
         self._leases[req.ID] = lease
         self._persist(batch, lease)

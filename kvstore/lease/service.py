@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvstore import errors
+from kvstore.lease.forward import FORWARD_TIMEOUT_S, KeepAliveForwarder, forward_error
 from kvstore.lease.leader import LeaderLeases
 from kvstore.lease.lessor import MAX_LEASE_TTL_S, Lessor
 from kvstore.pb import rpc_pb2
@@ -29,7 +30,6 @@ from kvstore.pb import rpc_pb2
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOP_INTERVAL_S = 0.5  # etcd checks expiry at least every 500 ms
-FORWARD_TIMEOUT_S = 5.0
 
 Propose = Callable[[str, Any], Awaitable[Any]]
 Header = Callable[..., rpc_pb2.ResponseHeader]
@@ -90,6 +90,7 @@ class LeaseService:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._channels: dict[str, Any] = {}
+        self._forwarder = KeepAliveForwarder()
         self._clears: set[int] = set()
         self._clear_batch: asyncio.Future[None] | None = None
         self._clear_lock = asyncio.Lock()
@@ -173,47 +174,34 @@ class LeaseService:
                 done.set_result(None)
 
     # --------------------------------------------------------- forwarding
-    def _leader_stub(self) -> Any:
+    def _leader_target(self) -> str:
         urls = self._info.leader_urls()
         if not urls:
             raise errors.NO_LEADER()
-        import grpc
-
-        from kvstore.pb import rpc_pb2_grpc
-
-        target = urls[0].split("://", 1)[-1]
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = self._channels[target] = grpc.aio.insecure_channel(target)
-        return rpc_pb2_grpc.LeaseStub(channel)
+        return urls[0].split("://", 1)[-1]
 
     async def _forward_keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
-        import grpc
-
-        stub = self._leader_stub()
-        call = stub.LeaseKeepAlive(timeout=FORWARD_TIMEOUT_S)
-        try:
-            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
-            await call.done_writing()
-            resp = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise _forward_error(exc) from exc
-        finally:
-            call.cancel()
-        if resp is grpc.aio.EOF:
-            raise errors.LEADER_CHANGED()
-        resp.header.CopyFrom(self._header())
-        return resp
+        resp = await self._forwarder.keepalive(self._leader_target(), lease_id)
+        out = rpc_pb2.LeaseKeepAliveResponse(header=self._header(), ID=resp.ID, TTL=resp.TTL)
+        return out
 
     async def _forward_time_to_live(
         self, req: rpc_pb2.LeaseTimeToLiveRequest
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
         import grpc
 
+        from kvstore.pb import rpc_pb2_grpc
+
+        target = self._leader_target()
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = self._channels[target] = grpc.aio.insecure_channel(target)
         try:
-            resp = await self._leader_stub().LeaseTimeToLive(req, timeout=FORWARD_TIMEOUT_S)
+            resp = await rpc_pb2_grpc.LeaseStub(channel).LeaseTimeToLive(
+                req, timeout=FORWARD_TIMEOUT_S
+            )
         except grpc.aio.AioRpcError as exc:
-            raise _forward_error(exc) from exc
+            raise forward_error(exc) from exc
         resp.header.CopyFrom(self._header())
         return resp
 
@@ -230,6 +218,7 @@ class LeaseService:
                 await task
         self._task = None
         self._inflight.clear()
+        await self._forwarder.close()
         for channel in self._channels.values():
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -287,16 +276,3 @@ class LeaseService:
             await self._propose(kind, req)
         except errors.EtcdError as exc:
             log.info("%s proposal failed: %s", kind, exc.message)
-
-
-def _forward_error(exc: Any) -> errors.EtcdError:
-    """A forwarded call's status as an etcd error: the leader's own etcd error
-    when it sent one, else "leader changed" (retryable) for transport failures."""
-    import grpc
-
-    details = exc.details() or ""
-    if details.startswith("etcdserver:"):
-        return errors.from_message(exc.code(), details)
-    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return errors.LEADER_CHANGED()
-    return errors.from_message(exc.code(), details)

@@ -9,7 +9,9 @@ identity keys (a snapshot describes the cluster's state, not one member).
 
 Format (all integers big-endian):
 
-    body    = MAGIC, then records, then END (one 0 byte)
+    body    = MAGIC, then records, then END (one 0 byte), then zero padding
+              up to a multiple of 512 bytes (etcdctl `snapshot save` checks
+              that size % 512 == 32, as for a bbolt file + hash)
     record  = family:u8 (1 kv, 2 meta, 3 lease) | klen:u32 | vlen:u32 | key | value
     file    = body | sha256(body)          (32 bytes, like etcd's trailing hash)
 
@@ -30,6 +32,7 @@ from typing import Any
 MAGIC = b"KVSTORE-SNAPSHOT/1\n"
 HASH_LEN = 32
 CHUNK_BYTES = 32 * 1024  # etcd streams 32 KiB blobs
+PAGE_BYTES = 512  # etcdctl checks size % 512 == 32 (bbolt page multiple + SHA-256)
 
 FAMILY_CODES: dict[str, int] = {"kv": 1, "meta": 2, "lease": 3}
 CODE_FAMILIES: dict[int, str] = {v: k for k, v in FAMILY_CODES.items()}
@@ -112,6 +115,9 @@ def write_records(
             emit(value)
             _note(info, family, key, value)
         emit(b"\x00")
+        # Pad the body to a multiple of 512 bytes: etcdctl's `snapshot save`
+        # refuses a download unless size % 512 == 32 (bbolt pages + hash).
+        emit(b"\x00" * (-size % PAGE_BYTES))
         digest = h.digest()
         f.write(digest)
         f.flush()

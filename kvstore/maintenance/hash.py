@@ -33,6 +33,6 @@ def hash_kv_response(store: Any, revision: int, header: Any) -> Any:
     from kvstore.pb import rpc_pb2
 
     h, compact = store.hash_kv(revision)
-    resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=max(compact, 0))
+    resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact)  # -1: never, like etcd
     resp.header.CopyFrom(header)
     return resp

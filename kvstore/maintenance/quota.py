@@ -154,7 +154,13 @@ class QuotaGuard:
             return False
         if self._table.has(NOSPACE):
             raise errors.NO_SPACE()
-        return self.exceeded(request_cost(kind, req))
+        cost = request_cost(kind, req)
+        if self.exceeded(cost):
+            return True
+        grow = getattr(self._db_size, "grow", None)
+        if grow is not None:
+            grow(cost)  # admitted: count it until the next real size reading
+        return False
 
 
 def request_cost(kind: str, req: Any) -> int:

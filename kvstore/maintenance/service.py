@@ -10,7 +10,6 @@ on RocksDB-wide work (backup writing and compaction run in worker threads).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -24,6 +23,7 @@ from kvstore.maintenance.backup import iter_chunks, write_backup
 from kvstore.maintenance.defrag import defragment
 from kvstore.maintenance.hash import backend_hash, hash_kv_response
 from kvstore.maintenance.quota import NOSPACE, AlarmTable, QuotaGuard
+from kvstore.maintenance.snapshot_transfer import ThreadWork
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ SIZE_CACHE_S = 0.5
 class CachedSize:
     """A db-size reading refreshed at most every `ttl` seconds (the quota check
     runs on every write; scanning the db directory each time would cost more
-    than the write)."""
+    than the write). Writes admitted in between are added with `grow`, so a
+    burst cannot overshoot the quota while the reading is stale."""
 
     def __init__(self, read: Callable[[], int], ttl: float = SIZE_CACHE_S) -> None:
         self._read = read
@@ -47,6 +48,9 @@ class CachedSize:
             self._value = int(self._read())
             self._at = now
         return self._value
+
+    def grow(self, nbytes: int) -> None:
+        self._value += nbytes
 
     def invalidate(self) -> None:
         self._at = float("-inf")
@@ -69,7 +73,11 @@ class MaintenanceService:
         self.quota = QuotaGuard(quota_bytes, self.db_size, alarms)
         self._spool = spool
         self._seq = itertools.count(1)
-        self._nospace_proposed = False
+        self._threads = ThreadWork()
+
+    async def stop(self) -> None:
+        """Wait for backup/hash/defrag threads still reading the backend."""
+        await self._threads.drain()
 
     # ------------------------------------------------------------ status
     def status_errors(self) -> list[str]:
@@ -79,7 +87,7 @@ class MaintenanceService:
     async def hash(self, req: Any) -> Any:
         from kvstore.pb import rpc_pb2
 
-        h = await asyncio.to_thread(backend_hash, self._backend)
+        h = await self._threads.run(backend_hash, self._backend)
         return rpc_pb2.HashResponse(header=self._kv.header(), hash=h)
 
     def hash_kv(self, req: Any) -> Any:
@@ -95,7 +103,7 @@ class MaintenanceService:
         self._spool.mkdir(parents=True, exist_ok=True)
         path = self._spool / f"backup-{next(self._seq)}.snap"
         try:
-            await asyncio.to_thread(write_backup, self._backend, path)
+            await self._threads.run(write_backup, self._backend, path)
             for blob, remaining in iter_chunks(path):
                 yield rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
         finally:
@@ -106,7 +114,7 @@ class MaintenanceService:
     async def defragment(self, req: Any) -> Any:
         from kvstore.pb import rpc_pb2
 
-        result = await asyncio.to_thread(defragment, self._backend)
+        result = await self._threads.run(defragment, self._backend)
         self.db_size.invalidate()
         log.info(
             "defragmented: %d -> %d bytes in %.2fs",
@@ -119,8 +127,7 @@ class MaintenanceService:
         resp = await self._kv.propose("alarm", req)
         resp.header.CopyFrom(self._kv.header())
         if req.action != 0:
-            self._nospace_proposed = self.alarms.has(NOSPACE)
-            self.db_size.invalidate()
+            self.db_size.invalidate()  # re-read the real size before the next write
         return resp
 
     # ------------------------------------------------------------- quota

@@ -91,6 +91,40 @@ def clean_spool(spool: Path) -> None:
                 entry.unlink()
 
 
+class ThreadWork:
+    """Worker-thread calls that must finish before the backend closes.
+
+    Cancelling the awaiting task does not stop a thread; `drain()` (called on
+    stop, before the node closes RocksDB) waits for the ones still running so
+    no thread reads a closed database."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Future[Any]] = set()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._running.add(fut)
+        fut.add_done_callback(self._running.discard)
+        return await asyncio.shield(fut)
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=timeout)
+
+
+def _remove_spooled(spool: Path, up_to_index: int) -> None:
+    """Drop received files at or below an installed index (including ones Raft
+    rejected as stale, which nothing else would remove before a restart)."""
+    for entry in spool.glob("recv-*.snap"):
+        try:
+            index = int(entry.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if index <= up_to_index:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
 class SnapshotSender:
     """Leader side. `send(msg)` is called on the loop and never blocks or raises."""
 
@@ -118,6 +152,7 @@ class SnapshotSender:
         self._chunk_bytes = chunk_bytes
         self.chunks_sent = 0
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._threads = ThreadWork()
         self._seq = itertools.count(1)
         self.sent = 0
         self.failed = 0
@@ -140,6 +175,7 @@ class SnapshotSender:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._inflight.clear()
+        await self._threads.drain()
 
     async def _transfer(self, msg: Message) -> None:
         peer = msg.to
@@ -150,7 +186,7 @@ class SnapshotSender:
             address = self._peer_address(peer)
             if address is None:
                 raise ConnectionError(f"no address for peer {peer:x}")
-            info = await asyncio.to_thread(write_backup, self._backend, path)
+            info = await self._threads.run(write_backup, self._backend, path)
             meta = SnapshotMetadata(
                 info.applied_index, info.applied_term, conf_state_from_members(info.members)
             )
@@ -329,8 +365,7 @@ class SnapshotInstaller:
         batch.put(STATE_CF, HARD_STATE_KEY, _U64X3.pack(hs.term, hs.vote, hs.commit))
         b.write(batch, True)
         self.installed += 1
-        with contextlib.suppress(OSError):
-            path.unlink()
+        _remove_spooled(path.parent, md.index)
         log.info("installed snapshot at index %d (term %d)", md.index, md.term)
         for reload in self.reloaders:
             reload(snapshot)

@@ -12,8 +12,11 @@ after the driver, transport and KvServer exist and before the driver runs:
   SnapshotReceiver; driver: `snapshot_installer` (atomic state swap);
 - auto-compaction task (leader only).
 
-Never: changes behaviour when a hook point is missing (each hook is set only
-if the object has the attribute), so it degrades to "feature off".
+Never: requires a part to use its hook: the hooks are plain attributes
+(`transport.snapshot_sender`, `driver.snapshot_installer`, `kv.maintenance`),
+so a part that does not read one just leaves that feature off. Handlers are
+wrapped as registered at attach time: a kind registered later (e.g. a
+lease_grant handler added after this runs) is not capped by NOSPACE.
 
 The reloaders after a snapshot install reach into MvccStore / MemberTable /
 Lessor internals on purpose: they are the one place that must rebuild those
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,9 @@ class Maintenance:
         self.installer: SnapshotInstaller | None = None
         self.auto_compactor: AutoCompactor | None = None
         self._task: asyncio.Task[None] | None = None
+        # fn(snapshot_index) after a leader's snapshot replaced the state (the
+        # watch hub should move its synced watchers back to catch-up here).
+        self.installed_listeners: list[Callable[[int], None]] = []
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -85,6 +92,8 @@ class Maintenance:
             self._task = None
         if self.sender is not None:
             await self.sender.stop()
+        if self.service is not None:
+            await self.service.stop()
 
 
 def _handler(applier: Any, kind: str) -> Any:
@@ -135,7 +144,7 @@ def attach_maintenance(node: Any, settings: MaintenanceSettings | None = None) -
         channel_options=CHANNEL_OPTIONS,
     )
     m.receiver = SnapshotReceiver(spool, cluster_id=data.cluster_id, deliver=driver.deliver)
-    m.installer = SnapshotInstaller(backend, [_reloader(node, alarms)])
+    m.installer = SnapshotInstaller(backend, [_reloader(node, alarms), _notify(m)])
     transport.snapshot_sender = m.sender.send
     transport.snapshot_receiver = m.receiver.handle
     driver.snapshot_installer = m.installer.install
@@ -200,7 +209,21 @@ def _reloader(node: Any, alarms: AlarmTable) -> Any:
     return reload
 
 
+def _notify(m: Maintenance) -> Callable[[Snapshot], None]:
+    def notify(snapshot: Snapshot) -> None:
+        for fn in list(m.installed_listeners):
+            try:
+                fn(snapshot.metadata.index)
+            except Exception:  # noqa: BLE001 - a listener bug must not stop raft
+                log.exception("snapshot-installed listener failed")
+
+    return notify
+
+
 def _find_lessor(node: Any) -> Any:
+    hooks = getattr(node.data.store, "lease_hooks", None)  # the lessor, when wired
+    if hooks is not None and hasattr(hooks, "load"):
+        return hooks
     for name in ("lessor", "leases", "lease_service"):
         obj = getattr(node, name, None)
         if obj is None:

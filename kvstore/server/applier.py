@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvstore import errors
-from kvstore.raft.types import ConfChange, ConfChangeType, Entry, EntryType
+from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
 from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,15 @@ class Applier:
             "txn": lambda b, r: b.txn(r),
             "compaction": self._compact,
         }
+
+    def conf_state(self) -> ConfState:
+        """The configuration as of the applied index (for snapshot records):
+        the member table changes only when conf-change entries are applied."""
+        members = self._members.all()
+        return ConfState(
+            voters=tuple(m.id for m in members if not m.is_learner),
+            learners=tuple(m.id for m in members if m.is_learner),
+        )
 
     def register(self, kind: str, handler: Handler) -> None:
         """Route InternalRequest field `kind` (e.g. 'lease_grant') to `handler`."""
@@ -184,7 +193,11 @@ class Applier:
             self._members.remove(cc.node_id)
             result.removed.append(cc.node_id)
         else:
-            member.is_learner = cc.type == ConfChangeType.ADD_LEARNER_NODE
+            if cc.type == ConfChangeType.UPDATE_NODE:  # new peer URLs, same role
+                current = self._members.get(cc.node_id)
+                member.is_learner = current.is_learner if current is not None else False
+            else:
+                member.is_learner = cc.type == ConfChangeType.ADD_LEARNER_NODE
             self._members.upsert(member)
         result.members_changed = True
         log.info("applied conf change %s for member %x", cc.type.name, cc.node_id)

@@ -12,7 +12,6 @@ conf-change entry is applied); never touches the Raft core (the driver does).
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import grpc
@@ -115,8 +114,11 @@ class ClusterOps:
             return await self._forward("MemberAdd", req)
         if req.isLearner and sum(m.is_learner for m in self._members.all()) >= 1:
             raise errors.TOO_MANY_LEARNERS()
-        # Like etcd, a member added at runtime mixes the time into its id.
-        new_id = member_id(urls, f"{self._token}{int(time.time())}")
+        # The id the new member derives itself from its peer URLs and the token,
+        # so that `kvstore --initial-cluster-state existing` finds itself
+        # without asking the cluster (etcd mixes in the time and looks its id
+        # up from the peers instead).
+        new_id = member_id(urls, self._token)
         if new_id in self._members:
             raise errors.MEMBER_EXIST()
         member = Member(new_id, "", urls, is_learner=bool(req.isLearner))

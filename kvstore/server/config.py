@@ -77,6 +77,18 @@ def parse_initial_cluster(value: str) -> dict[str, tuple[str, ...]]:
     return {name: tuple(urls) for name, urls in members.items()}
 
 
+def _check_retention(mode: str, value: str) -> None:
+    """Validate --auto-compaction-retention with the compactor's own parser."""
+    try:
+        from kvstore.maintenance.compaction import parse_retention
+    except ImportError:
+        return
+    try:
+        parse_retention(mode, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class PeerSpec:
     id: int
@@ -100,6 +112,9 @@ class NodeConfig:
     snapshot_count: int = 100_000
     max_request_bytes: int = 1_572_864
     listen_metrics_urls: tuple[str, ...] = ()
+    quota_backend_bytes: int = 0  # 0: default quota (2 GiB), like etcd
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"  # "0": off
     # Derived by validate().
     peers: dict[int, PeerSpec] = field(default_factory=dict)
     member_id: int = 0
@@ -143,6 +158,14 @@ class NodeConfig:
             raise ConfigError("--snapshot-count must be positive")
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be positive")
+        if self.quota_backend_bytes < 0:
+            raise ConfigError("--quota-backend-bytes must not be negative")
+        if self.auto_compaction_mode not in ("periodic", "revision"):
+            raise ConfigError(
+                f"--auto-compaction-mode must be 'periodic' or 'revision' "
+                f"(got {self.auto_compaction_mode!r})"
+            )
+        _check_retention(self.auto_compaction_mode, self.auto_compaction_retention)
         if self.initial_cluster_state not in ("new", "existing"):
             raise ConfigError(
                 f"--initial-cluster-state must be 'new' or 'existing' "

@@ -92,7 +92,14 @@ class MetricsServer:
         """(status, content type, body) for GET `path`."""
         path = path.split("?", 1)[0]
         if path == "/health":
-            healthy = self._node.kv is not None and self._node.kv.has_leader
+            kv = self._node.kv
+            # etcd: unhealthy without a leader or with any active alarm (NOSPACE...).
+            maintenance = getattr(kv, "maintenance", None)
+            healthy = (
+                kv is not None
+                and kv.has_leader
+                and not (maintenance is not None and maintenance.status_errors())
+            )
             body = json.dumps({"health": "true" if healthy else "false"}, separators=_COMPACT)
             body = body.encode()
             return (200 if healthy else 503), "application/json", body

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from kvstore import errors
 from kvstore.raft.types import Role
 from kvstore.server.membership import MemberTable
@@ -70,6 +72,9 @@ class KvServer:
         self._db_size_in_use = db_size_in_use or db_size
         self._internal = internal_pb2.InternalRequest
         self._cluster = ClusterOps(driver, members, self.header, cluster_token)
+        # kvstore.maintenance.MaintenanceService when attached (quota, alarms,
+        # hash, snapshot, defragment); None: those features are off.
+        self.maintenance: Any = None
 
     @property
     def driver(self) -> NodeDriver:
@@ -108,6 +113,8 @@ class KvServer:
     # ------------------------------------------------------------ primitives
     async def read_barrier(self) -> None:
         """Wait until this member may serve a linearizable read."""
+        if self._driver.leader_id == 0:
+            await self._driver.wait_leader()
         await self._driver.read_barrier()
 
     async def propose(self, kind: str, request: Any) -> Any:
@@ -121,15 +128,20 @@ class KvServer:
             getattr(ireq, kind).CopyFrom(request)
             return ireq.SerializeToString()
 
+        if self._driver.leader_id == 0:
+            # Briefly wait out an election or a restart instead of failing at once.
+            await self._driver.wait_leader()
         return await self._driver.propose(payload)
 
     # -------------------------------------------------------------------- KV
     async def range(self, req: Any) -> Any:
         if not req.serializable:
-            await self._driver.read_barrier()
+            await self.read_barrier()
         return self._fill_header(self._store.range(req))
 
     async def put(self, req: Any) -> Any:
+        if self.maintenance is not None:
+            await self.maintenance.check_write("put", req)
         return self._fill_header(await self.propose("put", req))
 
     async def delete_range(self, req: Any) -> Any:
@@ -139,8 +151,10 @@ class KvServer:
         if txn_is_read_only(req):
             # Served like a Range: ReadIndex barrier, then local state. A batch
             # that only reads stages nothing and is never committed.
-            await self._driver.read_barrier()
+            await self.read_barrier()
             return self._fill_header(self._store.begin_batch().txn(req))
+        if self.maintenance is not None:
+            await self.maintenance.check_write("txn", req)
         return self._fill_header(await self.propose("txn", req))
 
     async def compact(self, req: Any) -> Any:
@@ -165,6 +179,7 @@ class KvServer:
             raftAppliedIndex=d.applied_index,
             dbSizeInUse=in_use,
             isLearner=bool(member and member.is_learner),
+            errors=self.maintenance.status_errors() if self.maintenance is not None else [],
         )
 
     def member_list(self) -> Any:
@@ -198,27 +213,41 @@ class KvServer:
     async def move_leader(self, req: Any) -> Any:
         return await self._cluster.move_leader(req)
 
-    def alarm(self, req: Any) -> Any:
-        """No alarm is ever raised yet (no space quota): GET/DEACTIVATE list none."""
+    async def alarm(self, req: Any) -> Any:
+        if self.maintenance is not None:
+            return await self.maintenance.alarm(req)
+        # No alarm table attached: nothing is ever raised; GET/DEACTIVATE list none.
         pb = _pb()
         if req.action == pb.AlarmRequest.ACTIVATE:
             raise errors.NOT_CAPABLE()
         return pb.AlarmResponse(header=self.header())
 
+    async def defragment(self, req: Any) -> Any:
+        if self.maintenance is not None:
+            return await self.maintenance.defragment(req)
+        return _pb().DefragmentResponse(header=self.header())  # RocksDB compacts by itself
+
     def hash_kv(self, req: Any) -> Any:
         """CRC-32 of the MVCC history up to req.revision (0: current); equal on
         members that applied the same log (etcd's corruption check)."""
+        if self.maintenance is not None:
+            return self.maintenance.hash_kv(req)
         value, compact_rev = self._store.hash_kv(req.revision)
         return _pb().HashKVResponse(header=self.header(), hash=value, compact_revision=compact_rev)
 
-    def hash(self, req: Any) -> Any:
-        """etcd hashes the whole backend; we hash the MVCC history (same purpose)."""
-        value, _ = self._store.hash_kv(0)
+    async def hash(self, req: Any) -> Any:
+        if self.maintenance is not None:
+            return await self.maintenance.hash(req)
+        value, _ = self._store.hash_kv(0)  # etcd hashes the whole backend
         return _pb().HashResponse(header=self.header(), hash=value)
 
-    def defragment(self, req: Any) -> Any:
-        """RocksDB compacts in the background; nothing to do on demand."""
-        return _pb().DefragmentResponse(header=self.header())
+    def snapshot(self, req: Any) -> Any:
+        """Async iterator of SnapshotResponse chunks (needs kvstore.maintenance)."""
+        if self.maintenance is None:
+            raise errors.EtcdError(
+                grpc.StatusCode.UNIMPLEMENTED, "snapshot is not supported by this server"
+            )
+        return self.maintenance.snapshot(req)
 
     def leader_endpoint(self) -> str | None:
         """host:port of the leader's first published client URL (for forwarding

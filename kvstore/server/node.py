@@ -30,12 +30,21 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kvstore import errors
 from kvstore.raft.errors import ProposalDropped
-from kvstore.raft.types import NONE, ConfChange, Message, Ready, Role
+from kvstore.raft.types import (
+    NONE,
+    ConfChange,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    Ready,
+    Role,
+)
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.waiters import AppliedIndexWaiter, ProposalWaiters
 
@@ -50,7 +59,7 @@ MAX_PENDING_PROPOSALS = 20000
 
 
 class SnapshotNotSupported(RuntimeError):
-    """The leader sent a snapshot; installing one is not implemented yet."""
+    """The leader sent a snapshot and no installer is configured."""
 
 
 WatchHook = Callable[[list[tuple[int, list[Any]]]], None]
@@ -72,12 +81,11 @@ class DriverStats:
     entries_persisted: int = 0
     entries_applied: int = 0
     leader_changes: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class NodeDriver:
     """Runs the Raft core. Public methods are called from any task on the loop;
-    only `run()` (the driver task) touches the core and storage writes."""
+    only the driver task (`_run`) touches the core and writes storage."""
 
     def __init__(
         self,
@@ -115,6 +123,10 @@ class NodeDriver:
         # Called as fn(is_leader, leader_id, term) whenever leadership changes
         # (the lessor starts/stops expiring leases here). Must not block.
         self.leadership_listeners: list[Callable[[bool, int, int], None]] = []
+        # fn(snapshot, ready_hard_state, current_hard_state): installs a leader's
+        # snapshot (state machine + raft log start) atomically; set by
+        # kvstore.maintenance. Without it a needed snapshot stops the node.
+        self.snapshot_installer: Callable[[Any, Any, Any], None] | None = None
         self.waiters = ProposalWaiters(member_id, seed=int(time.time() * 1000))
         self.applied_waiter = AppliedIndexWaiter(applier.applied_index)
         self.stats = DriverStats()
@@ -142,6 +154,9 @@ class NodeDriver:
         self._park_seq = itertools.count()
 
         self._wake = asyncio.Event()
+        self._leader_known = asyncio.Event()
+        if self.leader_id != NONE:
+            self._leader_known.set()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -156,6 +171,22 @@ class NodeDriver:
     def report_unreachable(self, peer_id: int) -> None:
         self._inbox.append(_Unreachable(peer_id))  # type: ignore[arg-type]
         self._wake.set()
+
+    async def wait_leader(self, timeout_s: float | None = None) -> None:
+        """Return once a leader is known; NO_LEADER after `timeout_s` (default:
+        two election timeouts, enough for an election or for a restarted member
+        to hear from its leader) and STOPPED if the node stops meanwhile."""
+        if self.leader_id != NONE:
+            return
+        if self.stopped:
+            raise errors.STOPPED()
+        timeout = 2 * self._election_timeout_s if timeout_s is None else timeout_s
+        try:
+            await asyncio.wait_for(self._leader_known.wait(), timeout)
+        except TimeoutError:
+            raise errors.NO_LEADER() from None
+        if self.stopped:
+            raise errors.STOPPED()
 
     def check_can_propose(self) -> None:
         """Raise the etcd error a new proposal would get right now, if any."""
@@ -228,6 +259,7 @@ class NodeDriver:
     async def stop(self) -> None:
         """Stop the loop after the current iteration; fail everything pending."""
         self.stopped = True
+        self._leader_known.set()  # wake wait_leader() callers; they see `stopped`
         if self._timer is not None:
             self._timer.cancel()
         self._wake.set()
@@ -288,13 +320,17 @@ class NodeDriver:
             except Exception as exc:  # noqa: BLE001 - one bad message must not kill the node
                 log.warning("dropping message %s: %s", getattr(msg, "type", msg), exc)
 
-        proposals, self._proposals = self._proposals, []
-        for data, rid in proposals:
-            try:
-                core.propose(data)
-            except ProposalDropped:
-                self.waiters.fail(rid, errors.NO_LEADER())
-                self.stats.proposals_failed += 1
+        if self._proposals:
+            proposals, self._proposals = self._proposals, []
+            if core.leader_id == NONE:
+                for _, rid in proposals:
+                    self.waiters.fail(rid, errors.NO_LEADER())
+                self.stats.proposals_failed += len(proposals)
+            else:
+                # One MsgProp for everything queued: the leader appends it as one
+                # batch and a follower forwards it as ONE message (not one each).
+                ents = tuple(Entry(0, 0, EntryType.NORMAL, data) for data, _ in proposals)
+                core.step(Message(MessageType.PROP, sender=self.member_id, entries=ents))
 
         changes, self._conf_changes = self._conf_changes, []
         for cc, fut in changes:
@@ -363,13 +399,17 @@ class NodeDriver:
             self._transport.send(rd.messages)
 
         snapshot = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty else None
-        if snapshot is not None:
+        if snapshot is not None and self.snapshot_installer is not None:
+            # Swap the state machine (and the raft log start) atomically first;
+            # the save below then brings the log storage's memory in line.
+            self.snapshot_installer(snapshot, rd.hard_state, self._storage.hard_state)
+        elif snapshot is not None:
             # Persisting it would reset our log and claim state we do not have:
             # stop the node instead of silently diverging.
             raise SnapshotNotSupported(
                 f"member {self.member_id:x} needs a raft snapshot at index "
                 f"{snapshot.metadata.index} (it fell behind the leader's compacted log); "
-                "snapshot install is not supported yet: remove the member, wipe its data "
+                "no snapshot installer is configured: remove the member, wipe its data "
                 "dir and add it again"
             )
         committed = rd.committed_entries
@@ -387,8 +427,12 @@ class NodeDriver:
                 cut = first_new - committed[0].index
                 early, committed = committed[:cut], committed[cut:]
 
-        if rd.entries or rd.hard_state is not None or snapshot is not None:
-            if self._persist_in_thread and (rd.must_sync or rd.entries):
+        # A hard state whose only change is the commit index is not written on
+        # its own: commit is recoverable from the leader (Raft §5.3), and the
+        # applied index lives with the data, so replay stays exactly-once. It is
+        # written with the next entries / term / vote change instead.
+        if rd.entries or rd.must_sync or snapshot is not None:
+            if self._persist_in_thread:
                 write = asyncio.ensure_future(
                     asyncio.to_thread(
                         self._storage.save, rd.hard_state, rd.entries, snapshot, rd.must_sync
@@ -440,7 +484,7 @@ class NodeDriver:
         index = self.applied_index
         self._snapshot_index = index  # on failure too: retry one period later
         try:
-            self._storage.create_snapshot(index, self._core.conf_state, b"")
+            self._storage.create_snapshot(index, self._applier.conf_state(), b"")
             keep_from = index - self._snapshot_count
             if keep_from > 0:
                 self._storage.compact(keep_from)
@@ -497,6 +541,10 @@ class NodeDriver:
         changed = leader_id != self.leader_id or role != self.role
         self.leader_id = leader_id
         self.role = role
+        if leader_id == NONE:
+            self._leader_known.clear()
+        else:
+            self._leader_known.set()
         if changed:
             for listener in self.leadership_listeners:
                 try:

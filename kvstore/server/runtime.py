@@ -98,6 +98,7 @@ class KvNode:
         self.kv: KvServer | None = None
         self.applier: Applier | None = None
         self._publish_task: asyncio.Task[None] | None = None
+        self.maintenance: Any = None  # kvstore.maintenance.wiring.Maintenance
         self._apply_listeners: list[Callable[[ApplyResult], None]] = []
 
     def add_apply_listener(self, fn: Callable[[ApplyResult], None]) -> None:
@@ -166,6 +167,7 @@ class KvNode:
                     bind(self._peer_server, url, "--listen-peer-urls")
             attach_peer_service(self._peer_server, self.transport)
             await self._peer_server.start()
+            self.maintenance = _attach_maintenance(self)
             await _maybe_await(self.transport.start())
             self.driver.start()
             voters = getattr(core.conf_state, "voters", ())
@@ -241,6 +243,12 @@ class KvNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._publish_task
             self._publish_task = None
+        if self.maintenance is not None:
+            try:
+                await self.maintenance.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("maintenance stop failed")
+            self.maintenance = None
         if self.driver is not None:
             await self.driver.stop()
         if self.transport is not None:
@@ -254,6 +262,15 @@ class KvNode:
         if self.data is not None:
             self.data.close()
             self.data = None
+
+
+def _attach_maintenance(node: KvNode) -> Any:
+    """Quota/alarms, hash, snapshot send/install, auto-compaction (if installed)."""
+    try:
+        from kvstore.maintenance.wiring import attach_maintenance
+    except ImportError:
+        return None
+    return attach_maintenance(node)
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -75,11 +75,15 @@ class WatchHub:
         self.progress_interval_s = progress_interval_s
         self.max_response_bytes = max_response_bytes
         self._keys: dict[bytes, set[Watcher]] = {}
-        self._ranges: set[Watcher] = set()
+        # Range watchers grouped by their exact range: many clients usually
+        # watch the same prefix, so an event is matched once per distinct range.
+        self._ranges: dict[tuple[bytes, bytes], set[Watcher]] = {}
         self._unsynced: set[Watcher] = set()
         self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.stats = {"published": 0, "replayed": 0, "went_unsynced": 0, "compacted": 0}
+        # Highest revision handed to synced watchers (see `resync`).
+        self._published_through = store.current_revision
 
     # ---------------------------------------------------------------- state
     @property
@@ -91,7 +95,8 @@ class WatchHub:
 
     def watcher_counts(self) -> tuple[int, int]:
         """(synced, unsynced) watcher counts."""
-        synced = len(self._ranges) + sum(len(s) for s in self._keys.values())
+        synced = sum(len(s) for s in self._ranges.values())
+        synced += sum(len(s) for s in self._keys.values())
         return synced, len(self._unsynced)
 
     # ---------------------------------------------- membership (from stream)
@@ -120,7 +125,7 @@ class WatchHub:
         if w.is_single_key:
             self._keys.setdefault(w.key, set()).add(w)
         else:
-            self._ranges.add(w)
+            self._ranges.setdefault((w.key, w.range_end), set()).add(w)
 
     def _remove_synced(self, w: Watcher) -> None:
         w.synced = False
@@ -131,16 +136,23 @@ class WatchHub:
                 if not group:
                     del self._keys[w.key]
         else:
-            self._ranges.discard(w)
+            rgroup = self._ranges.get((w.key, w.range_end))
+            if rgroup is not None:
+                rgroup.discard(w)
+                if not rgroup:
+                    del self._ranges[(w.key, w.range_end)]
 
     # ------------------------------------------------------- live fan-out
     def publish(self, batch: list[RevisionEvents]) -> None:
         """Apply-loop hook: events of revisions just committed, ascending.
 
         Synchronous and bounded by (events x matching watchers)."""
-        if not batch or (not self._keys and not self._ranges):
+        if not batch:
             return
         first_rev, last_rev = batch[0][0], batch[-1][0]
+        self._published_through = last_rev
+        if not self._keys and not self._ranges:
+            return
         matched: dict[Watcher, list[tuple[int, kv_pb2.Event]]] = {}
         keys, ranges = self._keys, self._ranges
         for rev, events in batch:
@@ -150,9 +162,10 @@ class WatchHub:
                 if group:
                     for w in group:
                         matched.setdefault(w, []).append((rev, ev))
-                for w in ranges:
-                    if w.matches(key):
-                        matched.setdefault(w, []).append((rev, ev))
+                for rgroup in ranges.values():
+                    if next(iter(rgroup)).matches(key):
+                        for w in rgroup:
+                            matched.setdefault(w, []).append((rev, ev))
         stripped: dict[int, kv_pb2.Event] = {}
         for w, pairs in matched.items():
             if w.next_rev > last_rev:
@@ -217,6 +230,8 @@ class WatchHub:
             return False
         start = min(w.next_rev for w in ready)
         history = self._read_history(start, min(current, start + self._batch_revs - 1))
+        if history is None:
+            return True  # compacted under us: the next pass cancels those watchers
         end = self._window_end(history, start, current)
         prev_cache: dict[tuple[bytes, int], kv_pb2.KeyValue | None] = {}
         for w in ready:
@@ -241,7 +256,9 @@ class WatchHub:
                 self._after_synced(w)
         return any(w.stream.has_room() for w in self._unsynced)
 
-    def _read_history(self, start: int, end: int) -> list[RevisionEvents]:
+    def _read_history(self, start: int, end: int) -> list[RevisionEvents] | None:
+        """Whole revisions from `start`, stopping after `batch_events` events;
+        None if `start` was compacted (nothing may then be marked as sent)."""
         out: list[RevisionEvents] = []
         count = 0
         try:
@@ -250,8 +267,8 @@ class WatchHub:
                 count += len(events)
                 if count >= self._batch_events:
                     break
-        except errors.EtcdError:  # compacted meanwhile: the next pass cancels
-            return []
+        except errors.EtcdError:
+            return None
         return out
 
     def _window_end(self, history: list[RevisionEvents], start: int, current: int) -> int:
@@ -290,6 +307,20 @@ class WatchHub:
         if stream.progress_pending and all(x.synced for x in stream.watchers.values()):
             stream.send_progress()
 
+    def resync(self) -> None:
+        """The store was replaced under us (a Raft snapshot was installed):
+        every synced watcher has seen revisions up to the old state's last
+        one; move them all to the catch-up path from there, which replays
+        what the new state's history holds or cancels them with its
+        compaction revision (as etcd's watchable store does on restore)."""
+        seen = self._published_through
+        for w in self._synced_watchers():
+            self._remove_synced(w)
+            w.next_rev = max(w.next_rev, seen + 1)
+            self._unsynced.add(w)
+        self._published_through = self._store.current_revision
+        self.kick()
+
     # ------------------------------------------------------------ progress
     def progress_tick(self) -> None:
         """etcd's progress ticker: every synced progress_notify watcher that got
@@ -302,8 +333,8 @@ class WatchHub:
             w.sent_since_tick = False
 
     def _synced_watchers(self) -> list[Watcher]:
-        out = list(self._ranges)
-        for group in self._keys.values():
+        out: list[Watcher] = []
+        for group in (*self._ranges.values(), *self._keys.values()):
             out.extend(group)
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from kvstore.maintenance.snapshot_transfer import (
     SnapshotInstaller,
     SnapshotReceiver,
     SnapshotSender,
+    clean_spool,
     conf_state_from_members,
 )
 from kvstore.pb import raftpb_pb2_grpc
@@ -104,11 +106,17 @@ def test_transfer_then_install_replaces_state(member, other, tmp_path: Path) -> 
     assert msg.term == 5 and msg.sender == 1
     assert msg.snapshot.data.startswith(FILE_PREFIX)
 
+    spool = Path(msg.snapshot.data[len(FILE_PREFIX) :].decode()).parent
+    stale = spool / "recv-5-1-99.snap"  # an older one Raft had rejected
+    stale.write_bytes(b"x")
+    newer = spool / "recv-950-1-98.snap"  # a newer one still waiting: kept
+    newer.write_bytes(b"y")
     reloaded: list[int] = []
     installer = SnapshotInstaller(other.backend, [lambda s: reloaded.append(s.metadata.index)])
     installer.install(msg.snapshot, HardState(5, 0, 900), flog.hard_state)
     assert reloaded == [900]
     assert not Path(msg.snapshot.data[len(FILE_PREFIX) :].decode()).exists()
+    assert not stale.exists() and newer.exists()
     other.reopen()
     assert other.store.hash_kv(0) == member.store.hash_kv(0)
     assert other.store.current_revision == member.store.current_revision
@@ -145,3 +153,40 @@ def test_corrupt_file_is_not_installed_and_old_state_stays(member, other, tmp_pa
         SnapshotInstaller(other.backend).install(
             Snapshot(snap.metadata, b""), None, HardState(1, 0, 0)
         )
+
+
+def test_clean_spool_removes_leftovers(tmp_path: Path) -> None:
+    spool = tmp_path / "snap"
+    spool.mkdir()
+    for name in ("recv-1-2-3.tmp", "recv-9-2-4.snap", "send-2-1.snap", "keep.txt"):
+        (spool / name).write_bytes(b"x")
+    clean_spool(spool)
+    assert sorted(p.name for p in spool.iterdir()) == ["keep.txt"]
+    clean_spool(tmp_path / "missing")  # no spool yet: nothing to do
+
+
+def test_thread_work_drain_waits_for_running_threads() -> None:
+    import threading
+
+    from kvstore.maintenance.snapshot_transfer import ThreadWork
+
+    async def scenario() -> bool:
+        gate = threading.Event()
+        finished = threading.Event()
+
+        def work() -> None:
+            gate.wait(10)
+            finished.set()
+
+        tw = ThreadWork()
+        task = asyncio.create_task(tw.run(work))
+        await asyncio.sleep(0)
+        task.cancel()  # the caller gives up; the thread keeps running
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert not finished.is_set()
+        asyncio.get_running_loop().call_later(0.05, gate.set)
+        await tw.drain(timeout=10)
+        return finished.is_set()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20))

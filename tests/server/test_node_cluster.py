@@ -256,6 +256,11 @@ def test_move_leader_and_membership_changes(tmp_path: Path) -> None:
         with pytest.raises(errors.EtcdError) as info:
             await c.kv(target).member_add(rpc_pb2.MemberAddRequest(peerURLs=["http://127.0.0.1:1"]))
         assert info.value == errors.PEER_URL_EXIST()
+        updated = await c.kv(target).member_update(
+            rpc_pb2.MemberUpdateRequest(ID=new_id, peerURLs=["http://127.0.0.1:2"])
+        )
+        (m,) = [m for m in updated.members if new_id == m.ID]
+        assert list(m.peerURLs) == ["http://127.0.0.1:2"] and m.isLearner  # still a learner
         with pytest.raises(errors.EtcdError) as info:
             await c.kv(target).member_promote(rpc_pb2.MemberPromoteRequest(ID=new_id))
         assert info.value == errors.LEARNER_NOT_READY()
@@ -263,5 +268,57 @@ def test_move_leader_and_membership_changes(tmp_path: Path) -> None:
         assert new_id not in {m.ID for m in removed.members}
         # The 3 voters still commit writes.
         await c.kv(follower).put(put(b"after-membership", b"ok"))
+
+    run(tmp_path, body)
+
+
+def test_a_new_member_joins_with_initial_cluster_state_existing(tmp_path: Path) -> None:
+    async def body(c: InProcessCluster) -> None:
+        leader = await c.leader()
+        await c.kv(leader).put(put(b"before", b"1"))
+        peer_server, peer_port = c._server()
+        url = f"http://127.0.0.1:{peer_port}"
+        added = await c.kv(leader).member_add(rpc_pb2.MemberAddRequest(peerURLs=[url]))
+        initial = ",".join(f"n{j}=http://127.0.0.1:{p}" for j, p in enumerate(c.ports))
+        cfg = NodeConfig(
+            name="n3",
+            data_dir=str(tmp_path / "n3"),
+            listen_client_urls=("http://127.0.0.1:0",),
+            listen_peer_urls=(url,),
+            initial_advertise_peer_urls=(url,),
+            initial_cluster=f"{initial},n3={url}",
+            initial_cluster_state="existing",
+            initial_cluster_token="in-process",
+            heartbeat_interval_ms=50,
+            election_timeout_ms=500,
+        ).validate()
+        # Both sides derive the same ids without talking.
+        assert cfg.member_id == added.member.ID
+        assert cfg.cluster_id == c.kv(leader).cluster_id
+        node = KvNode(cfg, peer_server=peer_server)
+        await node.start()
+        try:
+            kv = node.kv
+            assert kv is not None
+
+            async def replicated() -> bool:
+                got = await kv.range(get(b"before", serializable=True))
+                return got.count == 1
+
+            await async_wait_until(replicated, timeout=20, what="log replicated to newcomer")
+            assert sorted(kv.driver.raft_status().conf_state.voters) == sorted(
+                [c.kv(i).member_id for i in range(3)] + [cfg.member_id]
+            )
+            r = await kv.put(put(b"from-newcomer", b"2"))
+            assert r.header.member_id == cfg.member_id
+            got = await c.kv(leader).range(get(b"from-newcomer"))
+            assert got.kvs[0].value == b"2"
+            await async_wait_until(
+                lambda: (m := c.kv(leader).members.get(cfg.member_id)) and m.name == "n3",
+                timeout=20,
+                what="newcomer published its name",
+            )
+        finally:
+            await node.stop()
 
     run(tmp_path, body)

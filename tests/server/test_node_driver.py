@@ -358,3 +358,41 @@ def test_leadership_listeners_hear_about_the_leader() -> None:
             await h.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_too_many_pending_proposals_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvstore.server.node as node_mod
+
+    monkeypatch.setattr(node_mod, "MAX_PENDING_PROPOSALS", 5)
+
+    async def body(h: Harness) -> None:
+        leader = await h.leader()
+        h.net.down.update(h.ids)  # nothing commits: proposals stay pending
+        pending = [
+            asyncio.ensure_future(h.kvs[leader].put(put(b"p%d" % i, b"v"))) for i in range(6)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(errors.EtcdError) as info:
+            await h.kvs[leader].put(put(b"one-too-many", b"v"))
+        assert info.value == errors.TOO_MANY_REQUESTS()
+        await h.drivers[leader].stop()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(r, errors.EtcdError) for r in results)
+
+    run(body)
+
+
+def test_a_write_sent_before_any_leader_exists_waits_for_the_election() -> None:
+    async def main() -> None:
+        h = Harness(3)
+        for d in h.drivers.values():
+            d._election_timeout_s = 2.0  # generous wait for this test's first election
+        h.start()
+        try:
+            assert all(d.leader_id == 0 for d in h.drivers.values())
+            r = await h.kvs[1].put(put(b"early", b"1"))  # no leader yet: waits, then commits
+            assert r.header.revision >= 2
+        finally:
+            await h.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

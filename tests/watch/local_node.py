@@ -31,6 +31,7 @@ class LocalKv:
         self.store = MvccStore(self.backend, self.lessor)
         self.lessor.load(self.backend, self.store.leased_keys())
         self.has_leader = True
+        self.address = ""  # set by serving()
         self.is_leader = True
         self.watch_hub = WatchHub(self.store, self.header)
         self.clock = clock or FakeClock()
@@ -110,6 +111,7 @@ async def serving(kv: LocalKv, leader_check_s: float = 1.0) -> AsyncIterator[grp
         ElectionServicer(kv, kv.leases, kv.watch_hub), server
     )
     port = server.add_insecure_port("127.0.0.1:0")
+    kv.address = f"127.0.0.1:{port}"
     await server.start()
     kv.watch_hub.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -256,3 +256,33 @@ def test_closed_stream_drops_its_watchers(applied: Applied) -> None:
     assert applied.hub.watcher_counts() == (0, 0)
     applied.put(b"a")
     assert stream.pop_nowait() is None
+
+
+def test_resync_after_state_swap_replays_or_cancels(tmp_path) -> None:  # noqa: ANN001
+    """A snapshot install swaps the store under the hub: synced watchers go
+    through catch-up from the last revision they saw."""
+    a = Applied(tmp_path / "db")
+    try:
+        stream, _ = a.watch(key=b"k", range_end=b"l")
+        a.put(b"k1")  # rev 2, seen live
+        drain(stream)
+        # Simulate an install that brought revisions 3..4 without publishing them.
+        batch = a.store.begin_batch()
+        batch.put(rpc_pb2.PutRequest(key=b"k2"))
+        batch.put(rpc_pb2.PutRequest(key=b"k3"))
+        batch.commit()
+        a.hub.resync()
+        a.catch_up()
+        assert event_revs(drain(stream)) == [(b"k2", 3), (b"k3", 4)]
+        # Now a swap whose history is compacted past what the watcher saw.
+        batch = a.store.begin_batch()
+        batch.put(rpc_pb2.PutRequest(key=b"k4"))
+        batch.put(rpc_pb2.PutRequest(key=b"k5"))
+        batch.compact(6)
+        batch.commit()
+        a.hub.resync()
+        a.catch_up()
+        [canceled] = drain(stream)
+        assert canceled.canceled and canceled.compact_revision == 6
+    finally:
+        a.backend.close()
