@@ -342,7 +342,10 @@ class NodeDriver:
                 if not fut.done():
                     fut.set_exception(exc)
 
-        if self._reads:
+        # One ReadIndex round in flight at a time (etcd's linearizableReadLoop):
+        # reads arriving meanwhile wait and share the next round, so the cost of
+        # a round (heartbeats to a quorum) is spread over many reads.
+        if self._reads and not self._read_batches:
             reads, self._reads = self._reads, []
             now = self._clock()
             batch = _ReadBatch(
@@ -384,6 +387,10 @@ class NodeDriver:
             elif batch.retry_at <= now:
                 batch.retry_at = now + READ_INDEX_RETRY_S
                 if self.leader_id != NONE:
+                    # Lost (e.g. to a leader change): retry, taking the waiting
+                    # reads along (a newer read index serves them all).
+                    batch.futures.extend(self._reads)
+                    self._reads = []
                     self._issue_read_index(batch)
 
     async def _handle_ready(self, rd: Ready) -> None:
@@ -469,6 +476,8 @@ class NodeDriver:
             else:
                 heapq.heappush(self._parked_reads, (rs.index, next(self._park_seq), batch.futures))
         self._release_parked_reads()
+        if self._reads and not self._read_batches:
+            self._wake.set()  # the round is over: start the next one for waiting reads
 
         core.advance(rd)
         if self.applied_index - self._snapshot_index >= self._snapshot_count:
@@ -538,6 +547,10 @@ class NodeDriver:
                 for batch in self._read_batches.values():
                     _fail_futures(batch.futures, errors.NO_LEADER())
                 self._read_batches.clear()
+            else:
+                # A round sent to the old leader is lost: retry at the next tick.
+                for batch in self._read_batches.values():
+                    batch.retry_at = self._clock()
         changed = leader_id != self.leader_id or role != self.role
         self.leader_id = leader_id
         self.role = role
