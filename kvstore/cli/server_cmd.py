@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -82,10 +84,28 @@ def _command(**kw: Any) -> None:
     )
     cfg = build_config(kw)
     try:
-        code = asyncio.run(serve(cfg))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            code = runner.run(serve(cfg))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when available (KVSTORE_UVLOOP=0 opts out), else asyncio's default.
+
+    Why: a member is bound by per-call event-loop overhead (grpc.aio callbacks,
+    futures, the raft driver's wake-ups); uvloop's loop cuts the server CPU per
+    request noticeably (measured with benchmarks/kv_bench.py) and grpc.aio runs
+    on any asyncio loop. Without uvloop (not installed, other platforms) the
+    behaviour is identical, only slower."""
+    if os.environ.get("KVSTORE_UVLOOP", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def build_config(kw: dict[str, Any]) -> NodeConfig:

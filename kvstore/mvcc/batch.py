@@ -143,10 +143,12 @@ class MvccBatch:
             key = encode_revision(rev)
             self._wb.delete(KV, key)
             pending.pop(key, None)
+            s._cache_drop(key)
         for rev in tombs:
             key = encode_revision(rev, tombstone=True)
             self._wb.delete(KV, key)
             pending.pop(key, None)
+            s._cache_drop(key)
         s._compact = revision
         self._wb.put(META, META_COMPACT_REVISION, encode_u64(revision))
         out = rpc_pb2.CompactionResponse()
@@ -192,6 +194,7 @@ class MvccBatch:
     def _stage(self, revkey: bytes, raw: bytes) -> None:
         self._wb.put(KV, revkey, raw)
         self._s._pending[revkey] = raw
+        self._s._cache_put(revkey, raw)
         self._written.append(revkey)
 
     def _finish(self, ctx: _WriteCtx) -> None:

@@ -22,10 +22,16 @@ Invariants:
 - every revision the index references is readable: from the backend, or from
   `_pending` (written by a batch not yet committed), so reads see applied ops
   immediately;
-- compact_revision is -1 until the first compaction (etcd's compactMainRev).
+- compact_revision is -1 until the first compaction (etcd's compactMainRev);
+- `_cache` holds copies of recently written/read revision values (bounded by
+  `VALUE_CACHE_BYTES`): a revision's value never changes, so an entry is valid
+  until compaction deletes the revision (batch.compact drops it) or the store
+  is rebuilt (`_rebuild` clears it). It saves a RocksDB get per put (the
+  previous value, for events/prev_kv/lease) and per hot read.
 
 Threading: one owner (the apply loop). `MvccBatch.commit` may run in a worker
-thread; it only removes entries from `_pending` after the backend write.
+thread; it only removes entries from `_pending` after the backend write
+(the cache is touched only by the owner).
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+# Bound of the revision-value cache (values + a per-entry estimate of the dict
+# slot and key object): 32 MB keeps the latest value of ~80k 256-byte keys, the
+# hot set of puts and gets.
+VALUE_CACHE_BYTES = 32 << 20
+_CACHE_ENTRY_OVERHEAD = 120
 # Field-2 prefixes (tag + length varint) for the common small KeyValue sizes.
 _KVS_PREFIX = [b"\x12" + _varint(n) for n in range(4096)]
 
@@ -83,6 +94,8 @@ class MvccStore:
         self._backend = backend
         self._hooks: LeaseHooks = lease_hooks if lease_hooks is not None else NoLeases()
         self._pending: dict[bytes, bytes] = {}
+        self._cache: dict[bytes, bytes] = {}  # insertion order = eviction order
+        self._cache_bytes = 0
         self._current = 1
         self._compact = -1
         self._index = TreeIndex()
@@ -221,24 +234,41 @@ class MvccStore:
                 )
         return out
 
+    def _cache_put(self, revkey: bytes, raw: bytes) -> None:
+        cache = self._cache
+        if revkey in cache:
+            return
+        cache[revkey] = raw
+        self._cache_bytes += len(raw) + _CACHE_ENTRY_OVERHEAD
+        while self._cache_bytes > VALUE_CACHE_BYTES and cache:
+            old_key = next(iter(cache))
+            self._cache_bytes -= len(cache.pop(old_key)) + _CACHE_ENTRY_OVERHEAD
+
+    def _cache_drop(self, revkey: bytes) -> None:
+        raw = self._cache.pop(revkey, None)
+        if raw is not None:
+            self._cache_bytes -= len(raw) + _CACHE_ENTRY_OVERHEAD
+
     def _read(self, revkey: bytes) -> bytes:
         raw = self._pending.get(revkey)
         if raw is None:
-            raw = self._backend.get(KV, revkey)
+            raw = self._cache.get(revkey)
             if raw is None:
-                raise RuntimeError(f"mvcc: indexed revision {decode_revision(revkey)} missing")
+                raw = self._backend.get(KV, revkey)
+                if raw is None:
+                    raise RuntimeError(
+                        f"mvcc: indexed revision {decode_revision(revkey)} missing"
+                    )
+                self._cache_put(revkey, raw)
         return raw
 
     def _read_many(self, revkeys: list[bytes]) -> list[bytes]:
         if len(revkeys) == 1:
             return [self._read(revkeys[0])]
         pending = self._pending
-        if pending:
-            out: list[bytes | None] = [pending.get(k) for k in revkeys]
-            missing = [k for k, v in zip(revkeys, out, strict=True) if v is None]
-        else:
-            out = [None] * len(revkeys)
-            missing = revkeys
+        cache = self._cache
+        out: list[bytes | None] = [pending.get(k) or cache.get(k) for k in revkeys]
+        missing = [k for k, v in zip(revkeys, out, strict=True) if v is None]
         if missing:
             fetched = iter(self._backend.multi_get(KV, missing))
             out = [v if v is not None else next(fetched) for v in out]
@@ -335,6 +365,8 @@ class MvccStore:
 
     def _rebuild(self) -> None:
         """Rebuild the key index and revisions from the `kv` family (etcd restore)."""
+        self._cache.clear()
+        self._cache_bytes = 0
         raw = self._backend.get(META, META_COMPACT_REVISION)
         if raw is not None:
             self._compact = decode_u64(raw)

@@ -82,10 +82,19 @@ class LeaderMixin:
             self._bcast_heartbeat(self._read_only.start_round(self._log.committed))
         if self._bcast_pending:
             self._bcast_pending = False
+            committed = self._log.committed
             for pid, pr in self._progress.items():
-                if pid != self._id and self._send_append(pid, pr):
-                    while self._send_append(pid, pr, send_if_empty=False):
-                        pass
+                if pid == self._id:
+                    continue
+                sent = False
+                while self._send_append(pid, pr, send_if_empty=False):
+                    sent = True
+                # A commit-only (empty) append only when nothing sent to this peer
+                # since the commit moved carries it: with a steady stream of
+                # proposals the commit rides on the next append, which halves the
+                # peer messages; otherwise the follower still learns it now.
+                if not sent and pr.sent_commit < committed:
+                    self._send_append(pid, pr)
 
     def _send_append(self, to: int, pr: Progress, send_if_empty: bool = True) -> bool:
         if pr.is_paused():
@@ -110,6 +119,7 @@ class LeaderMixin:
                 commit=log.committed,
             )
         )
+        pr.sent_commit = log.committed
         if pr.state == ProgressState.REPLICATE:
             if ents:
                 last = ents[-1].index

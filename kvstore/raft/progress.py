@@ -61,6 +61,7 @@ class Progress:
         "recent_active",
         "is_learner",
         "inflights",
+        "sent_commit",
     )
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
@@ -72,6 +73,9 @@ class Progress:
         self.recent_active = False
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight)
+        # Highest commit index queued to this peer in an APP (leader only): a
+        # commit-only append is skipped when an append already carried it.
+        self.sent_commit = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False

@@ -115,7 +115,7 @@ class NodeDriver:
         self._clock = clock
         self.watch_hook = watch_hook
         self._on_apply = on_apply
-        self._persist_in_thread = persist_in_thread
+        self._persist_in_thread = persist_in_thread and not __import__("os").environ.get("KVSTORE_TMP_INLINE")  # TMPEXP
         self._snapshot_count = max(1, snapshot_count)
         snap = log_storage.snapshot() if hasattr(log_storage, "snapshot") else None
         self._snapshot_index = snap.metadata.index if snap is not None else 0
