@@ -115,7 +115,7 @@ class NodeDriver:
         self._clock = clock
         self.watch_hook = watch_hook
         self._on_apply = on_apply
-        self._persist_in_thread = persist_in_thread and not __import__("os").environ.get("KVSTORE_TMP_INLINE")  # TMPEXP
+        self._persist_in_thread = persist_in_thread
         self._snapshot_count = max(1, snapshot_count)
         snap = log_storage.snapshot() if hasattr(log_storage, "snapshot") else None
         self._snapshot_index = snap.metadata.index if snap is not None else 0
@@ -296,6 +296,13 @@ class NodeDriver:
                 self._feed_inputs()
                 while self._core.has_ready() and not self.stopped:
                     await self._handle_ready(self._core.ready())
+                    if self._wake.is_set() and not self.stopped:
+                        # Feed what arrived during that Ready (its fsync) now, so
+                        # a commit that `advance` just moved leaves with the new
+                        # entries in ONE append per follower, not as an extra
+                        # commit-only append followed by another Ready.
+                        self._wake.clear()
+                        self._feed_inputs()
         except Exception:
             log.exception("raft driver crashed; stopping the node")
             self.stopped = True

@@ -373,3 +373,50 @@ def test_events_between_replays_history(harness: StoreHarness) -> None:
     compact(store, 3)
     with pytest.raises(errors.EtcdError):
         list(store.events_between(2))
+
+
+# --- value cache ------------------------------------------------------------------
+
+
+def test_put_takes_the_previous_value_from_the_cache_not_the_backend(
+    harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = harness.store
+    put(store, b"k", b"v1")
+    reads: list[bytes] = []
+    real_get = harness.backend.get
+    monkeypatch.setattr(
+        harness.backend, "get", lambda cf, key: reads.append(key) or real_get(cf, key)
+    )
+    resp = put(store, b"k", b"v2", prev_kv=True)
+    assert resp.prev_kv.value == b"v1"
+    assert get(store, b"k").value == b"v2"
+    assert reads == []
+
+
+def test_cache_is_bounded_and_misses_fall_back_to_the_backend(
+    harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kvstore.mvcc.store as store_mod
+
+    monkeypatch.setattr(store_mod, "VALUE_CACHE_BYTES", 2_000)
+    store = harness.store
+    for i in range(50):
+        put(store, b"k%02d" % i, b"x" * 100)
+    assert store._cache_bytes <= 2_000 and 0 < len(store._cache) < 50
+    for i in range(50):  # evicted ones are read back from RocksDB
+        assert get(store, b"k%02d" % i).value == b"x" * 100
+
+
+def test_compaction_drops_compacted_revisions_from_the_cache(harness: StoreHarness) -> None:
+    store = harness.store
+    put(store, b"a", b"1")  # rev 2
+    put(store, b"a", b"2")  # rev 3
+    old = [k for k in store._cache if decode_revision(k)[0] == 2]
+    assert old
+    compact(store, 3)
+    assert not any(k in store._cache for k in old)
+    assert get(store, b"a").value == b"2"
+    with pytest.raises(errors.EtcdError):
+        get(store, b"a", rev=2)
+    assert get(harness.reopen(), b"a").value == b"2"  # a rebuilt store starts cold

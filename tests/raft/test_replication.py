@@ -297,3 +297,50 @@ def test_committed_entries_are_handed_out_once() -> None:
     core.advance(again)
     core.advance(first)
     assert core.applied_index == 2
+
+
+def _leader_with_quorum_persisted() -> tuple[RaftCore, MemoryLogStorage]:
+    """S1 leader of {1,2,3}, its first-term entry committed everywhere."""
+    st = MemoryLogStorage(ConfState(voters=(1, 2, 3)))
+    core = RaftCore(RaftConfig(id=1, pre_vote=False), st, random.Random(2))
+    core.campaign()
+    rd = core.ready()
+    st.set_hard_state(rd.hard_state)
+    core.advance(rd)
+    core.step(Message(MT.VOTE_RESP, to=1, sender=2, term=1))
+    rd = core.ready()
+    st.append(rd.entries)
+    core.advance(rd)
+    for peer in (2, 3):
+        core.step(Message(MT.APP_RESP, to=1, sender=peer, term=1, index=1))
+    rd = core.ready()
+    core.advance(rd)
+    assert core.commit_index == 1
+    return core, st
+
+
+def test_commit_rides_on_the_next_append_instead_of_an_empty_one() -> None:
+    core, st = _leader_with_quorum_persisted()
+    core.propose(b"a")
+    rd = core.ready()
+    st.append(rd.entries)
+    core.advance(rd)  # the leader has index 2 durably
+    core.step(Message(MT.APP_RESP, to=1, sender=2, term=1, index=2))  # commits 2
+    core.propose(b"b")  # new entries in the same Ready
+    apps = [m for m in core.ready().messages if m.type == MT.APP]
+    # One append per follower, carrying entry 3 AND the new commit: no extra empty one.
+    assert sorted(m.to for m in apps) == [2, 3]
+    assert all(m.entries and m.commit == 2 for m in apps)
+
+
+def test_commit_only_append_is_sent_when_no_entries_are_pending() -> None:
+    core, st = _leader_with_quorum_persisted()
+    core.propose(b"a")
+    rd = core.ready()
+    st.append(rd.entries)
+    core.advance(rd)
+    core.step(Message(MT.APP_RESP, to=1, sender=2, term=1, index=2))  # commits 2
+    apps = [m for m in core.ready().messages if m.type == MT.APP]
+    # Followers still learn the commit at once (latency), with an empty append each.
+    assert sorted(m.to for m in apps) == [2, 3]
+    assert all(not m.entries and m.commit == 2 for m in apps)
