@@ -293,7 +293,7 @@ class AsyncClient:
         self, key: KeyLike, value: KeyLike, *, ttl: int = 10
     ) -> ServiceRegistration:
         """Keep `key = value` registered under a lease while the block runs,
-        re-registering after lease loss. See docs/client-guide.md."""
+        re-registering after lease loss. See the README's client guide."""
         return ServiceRegistration(self, key, value, ttl)
 
     # --- concurrency ---------------------------------------------------------------
