@@ -145,6 +145,7 @@ AUTH_NOT_ENABLED = _define(
 
 # --- election (v3electionpb) --------------------------------------------------
 ELECTION_NO_LEADER = _define(Code.UNKNOWN, "election: no leader")
+ELECTION_NOT_LEADER = _define(Code.UNKNOWN, "election: not leader")
 
 # Not a status: sent in WatchResponse.cancel_reason.
 DUPLICATE_WATCH_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"

@@ -1,4 +1,5 @@
-"""kvstore's client-facing gRPC API: etcd v3 KV, Maintenance, Cluster, Health.
+"""kvstore's client-facing gRPC API: etcd v3 KV, Watch, Lease, Maintenance,
+Cluster, Lock, Election, Health.
 
 Owns: registering the servicers on a `grpc.aio.Server` (`add_servicers`)
 and the server options clients depend on (`grpc_server_options`,
@@ -56,5 +57,33 @@ def add_servicers(
     )
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(kv), server)
     rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(kv), server)
+    _add_coordination_servicers(server, kv, max_request_bytes)
     # The aio HealthServicer starts with the overall service ("") SERVING.
     health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+
+
+def _add_coordination_servicers(server: grpc.aio.Server, kv: Any, max_request_bytes: int) -> None:
+    """Watch, Lease, Lock and Election, when the facade carries a watch hub
+    and a lease service (server.coordination sets `kv.watch_hub`/`kv.leases`)."""
+    from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+
+    hub = getattr(kv, "watch_hub", None)
+    leases = getattr(kv, "leases", None)
+    if hub is not None:
+        from kvstore.api.watch import WatchServicer
+
+        hub.max_response_bytes = max_request_bytes  # etcd's watch fragment threshold
+
+        rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(kv, hub), server)
+    if leases is not None:
+        from kvstore.api.lease import LeaseServicer
+
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(kv, leases), server)
+    if hub is not None and leases is not None:
+        from kvstore.api.election import ElectionServicer
+        from kvstore.api.lock import LockServicer
+
+        v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(kv, leases, hub), server)
+        v3election_pb2_grpc.add_ElectionServicer_to_server(
+            ElectionServicer(kv, leases, hub), server
+        )

@@ -36,11 +36,7 @@ from kvstore.pb import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
 Context = grpc.aio.ServicerContext
 Compare = rpc_pb2.Compare
 # concurrency.ErrElectionNotLeader travels as a plain error (gRPC Unknown).
-NOT_LEADER_MESSAGE = "election: not leader"
-
-
-def election_not_leader() -> errors.EtcdError:
-    return errors.EtcdError(grpc.StatusCode.UNKNOWN, NOT_LEADER_MESSAGE)
+election_not_leader = errors.ELECTION_NOT_LEADER
 
 
 def _owner_is(leader: Any) -> rpc_pb2.Compare:

@@ -72,6 +72,9 @@ class KvServer:
         self._db_size_in_use = db_size_in_use or db_size
         self._internal = internal_pb2.InternalRequest
         self._cluster = ClusterOps(driver, members, self.header, cluster_token)
+        # Set by server.coordination when the node wires leases and watches.
+        self.watch_hub: Any = None
+        self.leases: Any = None
         # kvstore.maintenance.MaintenanceService when attached (quota, alarms,
         # hash, snapshot, defragment); None: those features are off.
         self.maintenance: Any = None

@@ -26,6 +26,7 @@ import grpc
 from kvstore import errors
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.config import NodeConfig, host_port
+from kvstore.server.coordination import Coordination
 from kvstore.server.datadir import OpenedDataDir, open_data_dir
 from kvstore.server.errors import StartupError
 from kvstore.server.kv_server import KvServer
@@ -100,6 +101,7 @@ class KvNode:
         self._publish_task: asyncio.Task[None] | None = None
         self.maintenance: Any = None  # kvstore.maintenance.wiring.Maintenance
         self._apply_listeners: list[Callable[[ApplyResult], None]] = []
+        self.coordination: Coordination | None = None
 
     def add_apply_listener(self, fn: Callable[[ApplyResult], None]) -> None:
         self._apply_listeners.append(fn)
@@ -115,6 +117,9 @@ class KvNode:
         try:
             member_id = data.member_id
             self.applier = Applier(data.store, data.members, data.applied_index)
+            # Leases + watches: lease hooks and apply handlers before any apply.
+            self.coordination = coord = Coordination(data.store, data.backend)
+            coord.register(self.applier)
             core = RaftCore(
                 RaftConfig(
                     id=member_id,
@@ -140,7 +145,7 @@ class KvNode:
                 member_id=member_id,
                 tick_interval_s=cfg.tick_interval_s,
                 election_timeout_s=cfg.election_timeout_s,
-                watch_hook=self._watch_hook,
+                watch_hook=self._publish_events,
                 on_apply=self._on_apply,
                 persist_in_thread=self._persist_in_thread,
                 snapshot_count=cfg.snapshot_count,
@@ -155,6 +160,7 @@ class KvNode:
                 db_size_in_use=lambda: self._backend_size("size_in_use_bytes"),
                 cluster_token=cfg.initial_cluster_token,
             )
+            coord.bind(self.kv, data.members, member_id, cfg.election_timeout_s)
             self._update_peers()
             if self._peer_server is None:
                 from kvstore.transport import SERVER_OPTIONS
@@ -169,7 +175,9 @@ class KvNode:
             await self._peer_server.start()
             self.maintenance = _attach_maintenance(self)
             await _maybe_await(self.transport.start())
+            coord.follow_snapshots(getattr(self, "maintenance", None))
             self.driver.start()
+            coord.start()
             voters = getattr(core.conf_state, "voters", ())
             if tuple(voters) == (member_id,) and core.leader_id == 0:
                 self.driver.campaign()  # single voter: no reason to wait a timeout
@@ -177,6 +185,13 @@ class KvNode:
         except BaseException:
             await self.stop()
             raise
+
+    def _publish_events(self, events: list) -> None:
+        """Driver watch hook: the node's watch hub, then an extra hook if given."""
+        if self.coordination is not None:
+            self.coordination.publish(events)
+        if self._watch_hook is not None:
+            self._watch_hook(events)
 
     def _deliver(self, messages: list) -> None:
         if self.driver is not None:
@@ -249,6 +264,8 @@ class KvNode:
             except Exception:  # noqa: BLE001
                 log.exception("maintenance stop failed")
             self.maintenance = None
+        if self.coordination is not None:
+            await self.coordination.stop()
         if self.driver is not None:
             await self.driver.stop()
         if self.transport is not None:

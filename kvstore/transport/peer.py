@@ -36,6 +36,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -328,8 +329,9 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
                 log.exception("on_messages failed")
 
     async def SendSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
-        # TODO(transport): chunked snapshot streaming (issue 5). Until then
-        # snapshots travel inline in MSG_SNAP on Stream.
+        receiver = self._t.snapshot_receiver
+        if receiver is not None:
+            return await receiver(request_iterator, context)
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot streaming not implemented")
 
 
@@ -361,6 +363,11 @@ class GrpcTransport:
         self._started = False
         self._peers: dict[int, _PeerSender] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        # Snapshot streaming (kvstore/maintenance/snapshot_transfer.py): MSG_SNAP
+        # goes to `snapshot_sender(msg)` instead of the message stream, and the
+        # SendSnapshot RPC is served by `snapshot_receiver(request_iterator, ctx)`.
+        self.snapshot_sender: Callable[[Message], None] | None = None
+        self.snapshot_receiver: Callable[..., Any] | None = None
 
     # --- membership ------------------------------------------------------------------------
     def set_peers(self, peers: Mapping[int, str]) -> None:
@@ -396,6 +403,12 @@ class GrpcTransport:
         """Queue `messages` for their `to` peers. Never blocks, never raises."""
         peers = self._peers
         for m in messages:
+            if m.snapshot is not None and self.snapshot_sender is not None:
+                try:
+                    self.snapshot_sender(m)
+                except Exception:  # noqa: BLE001 - `send` must never raise into the driver
+                    log.exception("snapshot send to %x failed", m.to)
+                continue
             sender = peers.get(m.to)
             if sender is None:
                 self.dropped_unknown_peer += 1
