@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from kvstore.cli import kvctl_output as out
+from kvstore.cli import snapshot_cmd
 from kvstore.cli.kvctl_common import (
     EXIT_UNAVAILABLE,
     KvctlError,
@@ -261,7 +262,7 @@ def endpoint_hashkv(s: Settings, cluster, rev):
 
 @click.group("snapshot")
 def snapshot_group():
-    """Manage backend snapshots (restore: not supported by kvctl yet)."""
+    """Save, restore and inspect backend snapshots."""
 
 
 @snapshot_group.command("save")
@@ -353,5 +354,10 @@ def alarm_disarm(s: Settings):
         lambda: [click.echo(f"memberID:{a.member_id} alarm:{a.alarm}") for a in alarms],
     )
 
+
+# Restore and status work offline on the file; kvctl shares the server
+# command's implementation rather than keeping a second one.
+snapshot_group.add_command(snapshot_cmd.restore)
+snapshot_group.add_command(snapshot_cmd.status)
 
 COMMANDS = [member_group, endpoint_group, snapshot_group, defrag_cmd, move_leader_cmd, alarm_group]

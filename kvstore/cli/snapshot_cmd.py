@@ -13,7 +13,6 @@ exit code 1; usage errors exit 2).
 from __future__ import annotations
 
 import json
-import sys
 import zlib
 
 import click
@@ -116,8 +115,9 @@ def status(file: str, write_out: str) -> None:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"kvstore snapshot: error: {message}", err=True)
-    sys.exit(1)
+    # A ClickException prints one "Error: ..." line and exits 1, both under
+    # `kvstore snapshot` and under `kvctl snapshot`, which shares these commands.
+    raise click.ClickException(message)
 
 
 def main(argv: list[str] | None = None) -> None:
