@@ -24,8 +24,7 @@ Stream lifecycle of one peer:
     connect ──ok──> streaming ──write error / peer gone──> report unreachable
        ^  \\fail                                                 |
        |   \\──> report unreachable                              |
-       +──── sleep back-off (50 ms doubling to 250 ms, reset once a stream is up,
-             cut short when the peer opens a stream to us: it is back) <──+
+       +──── sleep back-off (50 ms doubling to 250 ms, reset once a stream is up) <──+
 """
 
 from __future__ import annotations
@@ -122,7 +121,6 @@ class _PeerSender:
         self._t = transport
         self._queue: collections.deque[Message] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._retry_now = asyncio.Event()  # set when the peer shows it is back
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._unreachable_reported = False
@@ -137,12 +135,6 @@ class _PeerSender:
         q.append(m)
         if len(q) == 1:
             self._wakeup.set()
-
-    def peer_is_back(self) -> None:
-        """The peer opened a stream to us: if ours is down, retry now (fresh
-        channel, minimum back-off) instead of sleeping out the back-off."""
-        if not self.connected:
-            self._retry_now.set()
 
     def start(self) -> None:
         if self._task is None:
@@ -179,17 +171,8 @@ class _PeerSender:
                 backoff = MIN_BACKOFF_S  # the stream had been up: retry quickly
             self.connected = False
             self._report_unreachable()
-            retry = self._retry_now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(retry.wait(), backoff)
-            if retry.is_set():
-                # The peer is back: gRPC's channel may still be failing fast in
-                # its own back-off, so start over with a fresh channel.
-                retry.clear()
-                await self._close_channel()
-                backoff = MIN_BACKOFF_S
-            else:
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _note_failure(self, why: str) -> None:
         self.stats.failures += 1
@@ -302,10 +285,6 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
         if cid is not None and cid != f"{t.cluster_id:x}":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_ID_MISMATCH)
         await context.send_initial_metadata(())
-        sender_hex = md.get(SENDER_METADATA)
-        if sender_hex:
-            with contextlib.suppress(ValueError):
-                t.peer_is_back(int(sender_hex, 16))
         cluster_id = t.cluster_id
         while True:
             batch = await context.read()
@@ -417,12 +396,6 @@ class GrpcTransport:
                 sender.enqueue(m)
             except Exception:  # noqa: BLE001 - `send` must never raise into the driver
                 log.exception("enqueue to %x failed", m.to)
-
-    def peer_is_back(self, peer_id: int) -> None:
-        """Inbound stream from `peer_id`: let its sender reconnect at once."""
-        sender = self._peers.get(peer_id)
-        if sender is not None:
-            sender.peer_is_back()
 
     def reachable(self, peer_id: int) -> bool:
         sender = self._peers.get(peer_id)

@@ -302,36 +302,3 @@ def test_idle_stream_survives_keepalive_pings_with_server_options(monkeypatch) -
             await b.close()
 
     run(body)
-
-
-def test_peer_opening_a_stream_cuts_our_reconnect_back_off_short(monkeypatch) -> None:
-    # A back-off far longer than the wait below: only the "peer is back" signal
-    # (its inbound stream) can make the sender reconnect in time.
-    import kvstore.transport.peer as peer_mod
-    from kvstore.testing.waiting import free_port
-
-    monkeypatch.setattr(peer_mod, "MIN_BACKOFF_S", 120.0)
-    monkeypatch.setattr(peer_mod, "MAX_BACKOFF_S", 120.0)
-
-    async def body() -> None:
-        a, b = Member(1), Member(2)
-        b_port = free_port("127.0.0.1")
-        try:
-            await a.serve()
-            a.transport.set_peers({2: f"http://127.0.0.1:{b_port}"})
-            await a.transport.start()
-            a.transport.send([Message(MessageType.HEARTBEAT, to=2, sender=1, term=1)])
-            await async_wait_until(
-                lambda: a.transport.stats(2).failures >= 1, timeout=30, what="a stream failed"
-            )
-            await b.serve(b_port)  # 2 comes up and opens its stream to 1
-            b.transport.set_peers({1: a.url})
-            await b.transport.start()
-            await async_wait_until(
-                lambda: a.transport.reachable(2), timeout=30, what="1 reconnected to 2"
-            )
-        finally:
-            await a.close()
-            await b.close()
-
-    run(body)
