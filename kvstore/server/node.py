@@ -12,8 +12,8 @@ requests, and the Ready hand-off in the order etcd-io/raft's doc.go gives:
     advance
 
 Never: lets any other task call the core; never blocks the loop on fsync
-(the storage write runs in a worker thread so gRPC keeps accepting requests);
-never reads the clock outside this module (tests inject `clock`).
+(the storage write runs on a dedicated writer thread so gRPC keeps accepting
+requests); never reads the clock outside this module (tests inject `clock`).
 
 Invariants: every input queued before an iteration is fed to the core in that
 iteration (many proposals per Ready); at most one ReadIndex request is issued
@@ -47,6 +47,7 @@ from kvstore.raft.types import (
 )
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.waiters import AppliedIndexWaiter, ProposalWaiters
+from kvstore.server.writer_thread import WriterThread
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class NodeDriver:
             self._leader_known.set()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writer = WriterThread(f"raft-writer-{member_id:x}")
 
     # ------------------------------------------------------------------ inputs
     def deliver(self, messages: list[Message]) -> None:
@@ -272,6 +274,7 @@ class NodeDriver:
                     await self._task
             except Exception:  # noqa: BLE001 - already logged by _run
                 pass
+        self._writer.stop()
         self._fail_pending(errors.STOPPED())
 
     @property
@@ -447,10 +450,8 @@ class NodeDriver:
         # written with the next entries / term / vote change instead.
         if rd.entries or rd.must_sync or snapshot is not None:
             if self._persist_in_thread:
-                write = asyncio.ensure_future(
-                    asyncio.to_thread(
-                        self._storage.save, rd.hard_state, rd.entries, snapshot, rd.must_sync
-                    )
+                write = self._writer.submit(
+                    self._storage.save, rd.hard_state, rd.entries, snapshot, rd.must_sync
                 )
                 staged = None
                 try:
