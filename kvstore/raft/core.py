@@ -367,6 +367,7 @@ class RaftCore(LeaderMixin, FollowerMixin, MembershipMixin):
                     pr.is_learner,
                     pr.is_paused(),
                     len(pr.inflights),
+                    pr.recent_active or pr.active_last_period,
                 )
         return Status(
             self._id,

@@ -228,6 +228,7 @@ class LeaderMixin:
                 active += 1
         for pid, pr in self._progress.items():
             if pid != self._id:
+                pr.active_last_period = pr.recent_active
                 pr.recent_active = False
         return active >= majority(len(self._voters))
 

@@ -59,6 +59,7 @@ class Progress:
         "probe_sent",
         "pending_snapshot",
         "recent_active",
+        "active_last_period",
         "is_learner",
         "inflights",
         "sent_commit",
@@ -71,6 +72,9 @@ class Progress:
         self.probe_sent = False
         self.pending_snapshot = 0
         self.recent_active = False
+        # recent_active as it was before the last check-quorum reset: a healthy
+        # peer reads as inactive for a heartbeat after each reset otherwise.
+        self.active_last_period = False
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight)
         # Highest commit index queued to this peer in an APP (leader only): a
@@ -146,3 +150,6 @@ class ProgressView:
     is_learner: bool
     paused: bool
     inflight: int
+    # Heard from within the current or the previous election timeout (for
+    # callers asking "is this peer up", e.g. the strict reconfiguration check).
+    heard_recently: bool = False

@@ -283,3 +283,25 @@ def test_config_validation() -> None:
         RaftCore(RaftConfig(id=1, election_ticks=1, heartbeat_ticks=1), st, random.Random(1))
     with pytest.raises(ValueError):
         RaftCore(RaftConfig(id=1, max_inflight_msgs=0), st, random.Random(1))
+
+
+def test_status_reports_a_healthy_peer_as_heard_from_across_check_quorum_resets() -> None:
+    """check-quorum clears recent_active every election timeout, so a healthy
+    peer looks silent until its next heartbeat response; `heard_recently`
+    (current or previous period) must not, and must drop for a dead peer."""
+    net = SimNetwork([1, 2, 3, 4, 5], seed=11, check_quorum=True)
+    net.elect(1)
+    net.isolate(5)
+    leader = net.core(1)
+    saw_reset_window = False
+    for _ in range(net.cfg["election_ticks"] * 4):
+        for i in net.members():
+            net.core(i).tick()  # the leader's reset happens here, before any answer
+        peer = leader.status().progress[2]
+        saw_reset_window |= not peer.recent_active
+        assert peer.heard_recently, "a healthy follower read as not heard from"
+        for _ in range(net.rounds_per_tick):
+            net.round()
+    assert saw_reset_window  # the test did look inside the window it is about
+    assert leader.role == Role.LEADER
+    assert not leader.status().progress[5].heard_recently
