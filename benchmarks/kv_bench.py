@@ -54,55 +54,20 @@ from _kv_report import (  # noqa: E402
 )
 from _kv_runner import run_cell  # noqa: E402
 
-try:  # written by another part of the project; the script works without it
-    from kvstore.devcluster import LocalCluster
-except ImportError:  # pragma: no cover - depends on the tree's state
-    LocalCluster = None  # type: ignore[assignment,misc]
-
-from kvstore.testing.etcd_cluster import EtcdCluster, etcd_available  # noqa: E402
+from kvstore.testing.bench_cluster import open_system  # noqa: E402
 from kvstore.testing.waiting import free_port  # noqa: E402
 
 # A system = a name and a context manager yielding (endpoints, server pids or None).
 SystemCM = Callable[[], contextlib.AbstractContextManager[tuple[list[str], list[int] | None]]]
 
 
-def _cluster_pids(cluster: object) -> list[int] | None:
-    """Server pids of a started cluster object, if it exposes them."""
-    pids = getattr(cluster, "pids", None)
-    if callable(pids):
-        pids = pids()
-    if pids:
-        return list(pids)
-    members = getattr(cluster, "members", None) or []
-    found = [getattr(getattr(m, "proc", None), "pid", None) for m in members]
-    return [p for p in found if p] or None
-
-
 @contextlib.contextmanager
-def _etcd_system(
-    size: int, extra_args: tuple[str, ...] = ()
+def _started(
+    kind: str, size: int = 3, extra_args: tuple[str, ...] = (), **kw: object
 ) -> Iterator[tuple[list[str], list[int] | None]]:
-    if not etcd_available():
-        raise SystemExit("etcd/etcdctl not on PATH (set ETCD_BIN / ETCDCTL_BIN)")
-    with EtcdCluster(size=size, extra_args=extra_args) as c:
-        yield c.endpoints, _cluster_pids(c)
-
-
-@contextlib.contextmanager
-def _kvstore_system(
-    size: int, extra_args: tuple[str, ...] = ()
-) -> Iterator[tuple[list[str], list[int] | None]]:
-    if LocalCluster is None:
-        raise SystemExit("--start-kvstore: kvstore.devcluster.LocalCluster is not available yet")
-    with LocalCluster(size=size, extra_args=extra_args) as c:
-        yield list(c.endpoints), _cluster_pids(c)
-
-
-@contextlib.contextmanager
-def _external_system(
-    endpoints: list[str], pids: list[int] | None
-) -> Iterator[tuple[list[str], list[int] | None]]:
-    yield endpoints, pids
+    """kvstore.testing.bench_cluster's system as (endpoints, pids)."""
+    with open_system(kind, size, extra_args, **kw) as target:  # type: ignore[arg-type]
+        yield target.endpoints, target.pids
 
 
 @contextlib.contextmanager
@@ -356,12 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.endpoints:
         eps = [e.strip() for e in args.endpoints.split(",") if e.strip()]
         pids = [int(p) for p in args.server_pids.split(",") if p.strip()] or None
-        target: tuple[str, SystemCM] = ("target", lambda: _external_system(eps, pids))
+        target: tuple[str, SystemCM] = (
+            "target",
+            lambda: _started("external", endpoints=eps, pids=pids),
+        )
     elif args.start_kvstore:
         kv_args = tuple(args.kvstore_arg)
-        target = ("kvstore", lambda: _kvstore_system(args.cluster_size, kv_args))
+        target = ("kvstore", lambda: _started("kvstore", args.cluster_size, kv_args))
     elif args.target_etcd:
-        target = ("etcd-as-target", lambda: _etcd_system(args.cluster_size, etcd_args))
+        target = ("etcd-as-target", lambda: _started("etcd", args.cluster_size, etcd_args))
     else:
         target = ("null-server", lambda: _null_system(args.value_size))
 
@@ -375,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     plan = [target]
     if args.compare_etcd:
-        plan.append(("etcd", lambda: _etcd_system(args.cluster_size, etcd_args)))
+        plan.append(("etcd", lambda: _started("etcd", args.cluster_size, etcd_args)))
     results = run_all(plan, args, log)
 
     print()

@@ -5,13 +5,19 @@ Run (from the repository root):
     python benchmarks/lease_bench.py lessor [--leases 10000] [--keys-per-lease 4]
     python benchmarks/lease_bench.py grpc --endpoints H:P[,H:P...] [--grants N] [--keepalives N]
     python benchmarks/lease_bench.py grpc --start-kvstore | --start-etcd    (3 local members)
+    python benchmarks/lease_bench.py scale --start-kvstore | --start-etcd | --endpoints H:P
+        [--leases 100000] [--procs 2] [--inflight 256] [--expiry 2000 --expiry-ttl 5]
 
 `lessor` measures, single-threaded on RocksDB in a temp dir: applying grants,
 attaching keys, the leader's expiry scan and checkpoint round over N leases,
 and revoking (one revision per lease, its keys deleted). `grpc` measures
 LeaseGrant calls/s (32 in flight), keepalive round trips/s on one stream to
 the leader and to a follower (forwarded), and LeaseRevoke calls/s.
-Prints figures only; asserts nothing.
+`scale` (benchmarks/_lease_scale.py) grants 100,000 leases on one node,
+renews each over pipelined keepalive streams, reports both rates and the
+server's RSS, then measures expiry accuracy: how late (at worst) the keys of
+abandoned short-TTL leases disappear, and that none disappears early.
+Prints figures; `scale` exits 1 on an early expiry or a lost lease.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from kvstore.lease import FakeClock, LeaderLeases, Lessor  # noqa: E402
 from kvstore.mvcc import MvccStore  # noqa: E402
 from kvstore.pb import rpc_pb2  # noqa: E402
 from kvstore.storage.backend import Backend  # noqa: E402
+from kvstore.testing.bench_cluster import add_target_args, open_target  # noqa: E402
 
 
 def _line(label: str, n: int, seconds: float) -> None:
@@ -149,17 +156,15 @@ async def _grpc_run(endpoints: list[str], grants: int, keepalives: int) -> None:
 
 
 def bench_grpc(args: argparse.Namespace) -> None:
-    if args.start_kvstore or args.start_etcd:
-        if args.start_kvstore:
-            from kvstore.devcluster import LocalCluster as Cluster
-        else:
-            from kvstore.testing.etcd_cluster import EtcdCluster as Cluster  # type: ignore
-        with Cluster(size=3) as cluster:
-            if hasattr(cluster, "wait_leader"):
-                cluster.wait_leader(timeout=30)
-            asyncio.run(_grpc_run(list(cluster.endpoints), args.grants, args.keepalives))
-        return
-    asyncio.run(_grpc_run(args.endpoints.split(","), args.grants, args.keepalives))
+    with open_target(args) as target:
+        asyncio.run(_grpc_run(target.endpoints, args.grants, args.keepalives))
+
+
+def bench_scale(args: argparse.Namespace) -> int:
+    from _lease_scale import run_scale
+
+    with open_target(args) as target:
+        return run_scale(target, args, lambda label, value: print(f"{label:<52} {value}"))
 
 
 def main() -> None:
@@ -170,16 +175,27 @@ def main() -> None:
     les.add_argument("--keys-per-lease", type=int, default=4)
     les.add_argument("--dir", default=None)
     g = sub.add_parser("grpc")
-    g.add_argument("--endpoints", default="127.0.0.1:2379")
-    g.add_argument("--start-kvstore", action="store_true")
-    g.add_argument("--start-etcd", action="store_true")
+    add_target_args(g, default_size=3)
     g.add_argument("--grants", type=int, default=2000)
     g.add_argument("--keepalives", type=int, default=5000)
+    sc = sub.add_parser("scale", help="100k leases on one node, expiry accuracy")
+    add_target_args(sc, default_size=1)
+    sc.add_argument("--leases", type=int, default=100_000)
+    sc.add_argument("--ttl", type=int, default=3600, help="TTL of the bulk leases (s)")
+    sc.add_argument("--procs", type=int, default=2, help="client processes")
+    sc.add_argument("--inflight", type=int, default=256, help="grants in flight (all procs)")
+    sc.add_argument("--streams", type=int, default=8, help="keepalive streams (all procs)")
+    sc.add_argument("--window", type=int, default=256, help="keepalives in flight per stream")
+    sc.add_argument("--expiry", type=int, default=2000, help="short-TTL leases; 0 = skip")
+    sc.add_argument("--expiry-ttl", type=int, default=5)
+    sc.add_argument("--timeout", type=float, default=300, help="max seconds per phase")
     args = parser.parse_args()
     if args.mode == "lessor":
         bench_lessor(args)
-    else:
+    elif args.mode == "grpc":
         bench_grpc(args)
+    else:
+        sys.exit(bench_scale(args))
 
 
 if __name__ == "__main__":

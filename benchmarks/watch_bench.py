@@ -5,6 +5,8 @@ Run (from the repository root):
     python benchmarks/watch_bench.py hub [--watchers 1000] [--puts 20000] [--batch 100]
     python benchmarks/watch_bench.py grpc --endpoints H:P[,H:P...] [--streams 8] [--puts 2000]
     python benchmarks/watch_bench.py grpc --start-kvstore | --start-etcd   (3 local members)
+    python benchmarks/watch_bench.py scale --start-kvstore | --start-etcd | --endpoints H:P
+        [--watchers 10000] [--streams 100] [--procs 4] [--puts 5000] [--rate 500]
 
 `hub` measures, single-threaded on RocksDB in a temp dir: live fan-out (apply
 batches published to N single-key + N/10 prefix watchers, streams drained
@@ -12,7 +14,10 @@ like senders would), catch-up replay from history (one watcher from
 revision 1), and a slow watcher (never drained) to show the bounded outbox.
 `grpc` opens watch streams on every endpoint, writes keys through KV Put on
 the first endpoint, and reports put-ack -> event latency (p50/p99) and the
-events/s delivered. Prints figures only; asserts nothing.
+events/s delivered. `scale` (benchmarks/_watch_scale.py) puts 10,000 watches
+on one node over 100 streams, writes a bounded load and checks that every
+watch got exactly its revisions, in order; reports server RSS, put -> event
+latency and events/s. Prints figures; `scale` exits 1 if delivery was wrong.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run uninstall
 from kvstore.mvcc import MvccStore  # noqa: E402
 from kvstore.pb import rpc_pb2  # noqa: E402
 from kvstore.storage.backend import Backend  # noqa: E402
+from kvstore.testing.bench_cluster import add_target_args, open_target  # noqa: E402
 from kvstore.watch import WatchHub  # noqa: E402
 
 
@@ -184,17 +190,15 @@ async def _grpc_run(endpoints: list[str], streams_n: int, puts: int) -> None:
 
 
 def bench_grpc(args: argparse.Namespace) -> None:
-    if args.start_kvstore or args.start_etcd:
-        if args.start_kvstore:
-            from kvstore.devcluster import LocalCluster as Cluster
-        else:
-            from kvstore.testing.etcd_cluster import EtcdCluster as Cluster  # type: ignore
-        with Cluster(size=3) as cluster:
-            if hasattr(cluster, "wait_leader"):
-                cluster.wait_leader(timeout=30)
-            asyncio.run(_grpc_run(list(cluster.endpoints), args.streams, args.puts))
-        return
-    asyncio.run(_grpc_run(args.endpoints.split(","), args.streams, args.puts))
+    with open_target(args) as target:
+        asyncio.run(_grpc_run(target.endpoints, args.streams, args.puts))
+
+
+def bench_scale(args: argparse.Namespace) -> int:
+    from _watch_scale import run_scale
+
+    with open_target(args) as target:
+        return run_scale(target, args, _line)
 
 
 def main() -> None:
@@ -207,16 +211,28 @@ def main() -> None:
     hub.add_argument("--stream-events", type=int, default=4096)
     hub.add_argument("--dir", default=None)
     g = sub.add_parser("grpc")
-    g.add_argument("--endpoints", default="127.0.0.1:2379")
-    g.add_argument("--start-kvstore", action="store_true")
-    g.add_argument("--start-etcd", action="store_true")
+    add_target_args(g, default_size=3)
     g.add_argument("--streams", type=int, default=8)
     g.add_argument("--puts", type=int, default=2000)
+    sc = sub.add_parser("scale", help="10k watchers on one node under a write load")
+    add_target_args(sc, default_size=1)
+    sc.add_argument("--watchers", type=int, default=10_000)
+    sc.add_argument("--streams", type=int, default=100)
+    sc.add_argument("--procs", type=int, default=4, help="client processes reading streams")
+    sc.add_argument("--prefix-frac", type=float, default=0.1, help="share of prefix watches")
+    sc.add_argument("--keys", type=int, default=1000, help="key space written and watched")
+    sc.add_argument("--puts", type=int, default=5000)
+    sc.add_argument("--rate", type=float, default=500, help="puts/s; 0 = closed loop")
+    sc.add_argument("--clients", type=int, default=16, help="closed-loop writers")
+    sc.add_argument("--value-size", type=int, default=64)
+    sc.add_argument("--timeout", type=float, default=120, help="max wait for all events")
     args = parser.parse_args()
     if args.mode == "hub":
         bench_hub(args)
-    else:
+    elif args.mode == "grpc":
         bench_grpc(args)
+    else:
+        sys.exit(bench_scale(args))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ Owns: registering the servicers on a `grpc.aio.Server` (`add_servicers`)
 and the server options clients depend on (`grpc_server_options`,
 `GRPC_SERVER_OPTIONS`: receive limit = max-request-bytes + 512 KiB,
 keepalive policy for Go clients).
+Also: when a `metrics` object is given (or the facade carries `kv.metrics`,
+a `kvstore.server.metrics.NodeMetrics`), every servicer is instrumented
+before registration (`metrics.grpc.instrument`) so each RPC is counted in
+grpc_server_started_total / grpc_server_handled_total.
 Never: creates or binds the server (the `kvstore` command does), never
 touches Raft/MVCC (everything goes through the KvServer facade).
 
@@ -44,25 +48,50 @@ def add_servicers(
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_txn_ops: int = MAX_TXN_OPS,
+    metrics: Any = None,
 ) -> None:
     """Register KV, Maintenance, Cluster and grpc.health.v1 (overall status
-    SERVING, like etcd) for the KvServer facade `kv`. Call before start()."""
+    SERVING, like etcd) for the KvServer facade `kv`. Call before start().
+    `metrics` defaults to `kv.metrics` (absent: RPCs are not counted)."""
     from kvstore.api.cluster import ClusterServicer
     from kvstore.api.kv import KvServicer
     from kvstore.api.maintenance import MaintenanceServicer
     from kvstore.pb import rpc_pb2_grpc
 
-    rpc_pb2_grpc.add_KVServicer_to_server(
-        KvServicer(kv, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops), server
+    if metrics is None:
+        metrics = getattr(kv, "metrics", None)
+    add = _Registrar(server, metrics)
+    add(
+        rpc_pb2_grpc.add_KVServicer_to_server,
+        KvServicer(kv, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops),
+        "etcdserverpb.KV",
     )
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(kv), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(kv), server)
-    _add_coordination_servicers(server, kv, max_request_bytes)
+    add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(kv),
+        "etcdserverpb.Maintenance")  # fmt: skip
+    add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(kv), "etcdserverpb.Cluster")
+    _add_coordination_servicers(add, kv, max_request_bytes)
     # The aio HealthServicer starts with the overall service ("") SERVING.
-    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+    add(health_pb2_grpc.add_HealthServicer_to_server, health_aio.HealthServicer(),
+        "grpc.health.v1.Health")  # fmt: skip
 
 
-def _add_coordination_servicers(server: grpc.aio.Server, kv: Any, max_request_bytes: int) -> None:
+class _Registrar:
+    """Instrument a servicer (when metrics are on), then register it."""
+
+    def __init__(self, server: grpc.aio.Server, metrics: Any) -> None:
+        self.server = server
+        self._metrics = metrics
+
+    def __call__(self, add_fn: Any, servicer: Any, service: str) -> None:
+        if self._metrics is not None:
+            from google.protobuf import descriptor_pool
+
+            descriptor = descriptor_pool.Default().FindServiceByName(service)
+            self._metrics.grpc.instrument(servicer, descriptor)
+        add_fn(servicer, self.server)
+
+
+def _add_coordination_servicers(add: _Registrar, kv: Any, max_request_bytes: int) -> None:
     """Watch, Lease, Lock and Election, when the facade carries a watch hub
     and a lease service (server.coordination sets `kv.watch_hub`/`kv.leases`)."""
     from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
@@ -74,16 +103,18 @@ def _add_coordination_servicers(server: grpc.aio.Server, kv: Any, max_request_by
 
         hub.max_response_bytes = max_request_bytes  # etcd's watch fragment threshold
 
-        rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(kv, hub), server)
+        add(rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(kv, hub),
+            "etcdserverpb.Watch")  # fmt: skip
     if leases is not None:
         from kvstore.api.lease import LeaseServicer
 
-        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(kv, leases), server)
+        add(rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(kv, leases),
+            "etcdserverpb.Lease")  # fmt: skip
     if hub is not None and leases is not None:
         from kvstore.api.election import ElectionServicer
         from kvstore.api.lock import LockServicer
 
-        v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(kv, leases, hub), server)
-        v3election_pb2_grpc.add_ElectionServicer_to_server(
-            ElectionServicer(kv, leases, hub), server
-        )
+        add(v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(kv, leases, hub),
+            "v3lockpb.Lock")  # fmt: skip
+        add(v3election_pb2_grpc.add_ElectionServicer_to_server,
+            ElectionServicer(kv, leases, hub), "v3electionpb.Election")  # fmt: skip

@@ -2,12 +2,16 @@
 
 Owns: the gRPC side of a watch stream — a reader task that turns
 WatchRequests into WatchStream create / cancel / progress calls, a writer
-loop that sends the stream's queued responses, and etcd's require-leader
-rule (metadata `hasleader: true`: refuse the stream without a leader, and
-cancel it with "etcdserver: no leader" once the member has been without
-one for `NO_LEADER_CHECKS` consecutive checks, as etcd's monitorLeader).
+loop that sends the stream's queued responses — and etcd's require-leader
+rule for streams (metadata `hasleader: true`): refuse the stream when the
+member has no leader, and, through one `LeaderMonitor` per servicer (etcd's
+`monitorLeader`), cancel it with Unavailable "etcdserver: no leader" once
+the member has been without a leader for `NO_LEADER_CHECKS` consecutive
+checks one election timeout apart. The Lease servicer's keepalive streams
+use the same monitor type.
 Never: reads MVCC itself or blocks the hub (the hub and the stream's
-bounded outbox do the work; this only moves messages).
+bounded outbox do the work; this only moves messages); never runs a
+monitor task while no require-leader stream is open.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -26,7 +30,8 @@ from kvstore.watch import WatchHub, WatchStream
 
 log = logging.getLogger(__name__)
 
-NO_LEADER_CHECKS = 3
+NO_LEADER_CHECKS = 3  # etcd maxNoLeaderCnt
+DEFAULT_LEADER_CHECK_S = 1.0  # etcd checks once per election timeout (default 1 s)
 
 
 def requires_leader(context: grpc.aio.ServicerContext) -> bool:
@@ -37,13 +42,80 @@ def requires_leader(context: grpc.aio.ServicerContext) -> bool:
     return False
 
 
-class WatchServicer(rpc_pb2_grpc.WatchServicer):
-    """`kv` answers `has_leader`; `hub` is the node's WatchHub."""
+def leader_check_interval(kv: Any, given: float | None) -> float:
+    """The explicit interval, else the member's election timeout when the
+    facade exposes one, else etcd's default (1 s)."""
+    if given is not None:
+        return given
+    value = getattr(kv, "election_timeout_s", None)
+    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LEADER_CHECK_S
 
-    def __init__(self, kv: Any, hub: WatchHub, *, leader_check_s: float = 1.0) -> None:
+
+class LeaderMonitor:
+    """etcd `monitorLeader` for the streams of one servicer.
+
+    Every `interval_s` it asks `has_leader()`; after `checks` consecutive
+    answers "no", it calls (once) the `on_lost` callback of every stream
+    registered at that moment and forgets them, then starts counting again.
+    The task runs only while some stream is registered."""
+
+    def __init__(
+        self, has_leader: Callable[[], bool], interval_s: float, checks: int = NO_LEADER_CHECKS
+    ) -> None:
+        self._has_leader = has_leader
+        self.interval_s = interval_s
+        self.checks = checks
+        self._subs: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, on_lost: Callable[[], None]) -> Callable[[], None]:
+        """Watch for leader loss on behalf of one stream; returns `unregister`."""
+        token = self._next
+        self._next += 1
+        self._subs[token] = on_lost
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="require-leader-monitor"
+            )
+        return lambda: self._subs.pop(token, None)
+
+    @property
+    def streams(self) -> int:
+        return len(self._subs)
+
+    async def _run(self) -> None:
+        misses = 0
+        while self._subs:
+            await asyncio.sleep(self.interval_s)
+            if self._has_leader():
+                misses = 0
+                continue
+            misses += 1
+            if misses < self.checks:
+                continue
+            misses = 0
+            lost, self._subs = list(self._subs.values()), {}
+            log.warning("no leader for %d checks: canceling %d stream(s)", self.checks, len(lost))
+            for on_lost in lost:
+                try:
+                    on_lost()
+                except Exception:  # noqa: BLE001 - one stream must not stop the others
+                    log.exception("require-leader cancel failed")
+
+
+class WatchServicer(rpc_pb2_grpc.WatchServicer):
+    """`kv` answers `has_leader`; `hub` is the node's WatchHub.
+
+    `leader_check_s`: the require-leader check period (default: the
+    member's election timeout if `kv` exposes `election_timeout_s`, else 1 s)."""
+
+    def __init__(self, kv: Any, hub: WatchHub, *, leader_check_s: float | None = None) -> None:
         self._kv = kv
         self._hub = hub
-        self._leader_check_s = leader_check_s
+        self.monitor = LeaderMonitor(
+            lambda: bool(kv.has_leader), leader_check_interval(kv, leader_check_s)
+        )
 
     async def Watch(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -52,21 +124,27 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         if need_leader and not self._kv.has_leader:
             await context.abort(errors.NO_LEADER.code, errors.NO_LEADER.message)
         stream = self._hub.new_stream()
+        lost_leader = False
+
+        def on_lost() -> None:
+            nonlocal lost_leader
+            lost_leader = True
+            stream.close()  # wakes `next()` below with None
+
+        unregister = self.monitor.register(on_lost) if need_leader else None
         reader = asyncio.create_task(self._read(request_iterator, stream))
-        misses = 0
         try:
             while True:
-                resp = await stream.next(self._leader_check_s if need_leader else None)
+                resp = await stream.next()
                 if resp is not None:
                     yield resp
                     continue
-                if stream.closed:
-                    return
-                if need_leader:
-                    misses = 0 if self._kv.has_leader else misses + 1
-                    if misses >= NO_LEADER_CHECKS:
-                        await context.abort(errors.NO_LEADER.code, errors.NO_LEADER.message)
+                if lost_leader:
+                    await context.abort(errors.NO_LEADER.code, errors.NO_LEADER.message)
+                return
         finally:
+            if unregister is not None:
+                unregister()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -69,6 +70,12 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
 @_opt("--quota-backend-bytes", type=int, default=0, show_default=True, help="0: 2 GiB.")
 @_opt("--auto-compaction-mode", default="periodic", show_default=True)
 @_opt("--auto-compaction-retention", default="0", show_default=True, help="'0': off.")
+@_opt(
+    "--experimental-watch-progress-notify-interval",
+    default="10m",
+    show_default=True,
+    help="Period of watch progress notifications (Go duration: 10m, 200ms, 1m30s).",
+)
 @_opt(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error"]),
@@ -132,11 +139,38 @@ def build_config(kw: dict[str, Any]) -> NodeConfig:
             quota_backend_bytes=kw["quota_backend_bytes"],
             auto_compaction_mode=kw["auto_compaction_mode"],
             auto_compaction_retention=kw["auto_compaction_retention"],
+            watch_progress_notify_interval_s=parse_duration(
+                kw["experimental_watch_progress_notify_interval"],
+                "--experimental-watch-progress-notify-interval",
+            ),
         )
         return cfg.validate()
     except ConfigError as exc:
         _die(str(exc), EXIT_BAD_CONFIG)
         raise AssertionError("unreachable") from exc
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}  # fmt: skip
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+
+
+def parse_duration(value: str, flag: str) -> float:
+    """A Go duration ("10m", "200ms", "1m30s", "1.5h") in seconds, as etcd's
+    duration flags take them; ConfigError (one line) otherwise."""
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            raise ConfigError(f"{flag}: invalid duration {value!r} (e.g. 10m, 200ms, 1m30s)")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise ConfigError(f"{flag}: invalid duration {value!r} (e.g. 10m, 200ms, 1m30s)")
+    return total
 
 
 def _die(message: str, code: int) -> None:

@@ -20,6 +20,7 @@ alive forever: each leader that lasts that long moves its remaining TTL down.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -62,6 +63,11 @@ class LeaderLeases:
         self.active = False
         self._deadlines: dict[int, float] = {}
         self._revoking: dict[int, float] = {}
+        # (time, id) for every deadline and revoke retry ever set; an entry is
+        # live only while it equals the lease's current deadline / retry time
+        # (stale ones are skipped when popped), so an expiry pass costs
+        # O(expired x log n) instead of a scan of every lease.
+        self._heap: list[tuple[float, int]] = []
         self._next_checkpoint = math.inf
         self.stats = LeaderStats()
 
@@ -72,26 +78,55 @@ class LeaderLeases:
         self.stats.promotions += 1
         self._deadlines.clear()
         self._revoking.clear()
+        self._heap.clear()
         self._next_checkpoint = self._clock.now() + self.first_checkpoint_delay_s
-        self._refresh()
+        self._lessor.take_granted()  # promotion scans every lease below
+        self._refresh(full=True)
 
     def demote(self) -> None:
         self.active = False
         self._deadlines.clear()
         self._revoking.clear()
+        self._heap.clear()
         self._next_checkpoint = math.inf
 
-    def _refresh(self) -> None:
-        """Give new leases a deadline; forget revoked ones."""
+    def _set_deadline(self, lease_id: int, deadline: float) -> None:
+        self._deadlines[lease_id] = deadline
+        heapq.heappush(self._heap, (deadline, lease_id))
+
+    def _refresh(self, full: bool = False) -> None:
+        """Give new leases a deadline (those granted since the last pass, or
+        every lease after a promotion / when the lessor lost track); forget
+        revoked ones when the map has grown past the lessor."""
         now = self._clock.now()
         deadlines = self._deadlines
-        for lease in self._lessor:
-            if lease.id not in deadlines:
-                deadlines[lease.id] = now + (lease.remaining_ttl or lease.ttl)
-        if len(deadlines) > len(self._lessor):
-            for lease_id in [i for i in deadlines if not self._lessor.exists(i)]:
-                del deadlines[lease_id]
-                self._revoking.pop(lease_id, None)
+        granted = self._lessor.take_granted()
+        if full or granted is None:
+            new = [lease for lease in self._lessor if lease.id not in deadlines]
+        else:
+            new = [
+                lease
+                for lease in map(self._lessor.get, granted)
+                if lease is not None and lease.id not in deadlines
+            ]
+        for lease in new:
+            self._set_deadline(lease.id, now + (lease.remaining_ttl or lease.ttl))
+        if len(deadlines) > 2 * len(self._lessor) + 1024:
+            self._forget_revoked()
+        if len(self._heap) > 3 * len(deadlines) + 1024:
+            self._rebuild_heap()
+
+    def _forget_revoked(self) -> None:
+        for lease_id in [i for i in self._deadlines if not self._lessor.exists(i)]:
+            del self._deadlines[lease_id]
+            self._revoking.pop(lease_id, None)
+
+    def _rebuild_heap(self) -> None:
+        """Drop stale entries (renewals leave their old deadline behind)."""
+        heap = [(d, i) for i, d in self._deadlines.items()]
+        heap += [(t, i) for i, t in self._revoking.items()]
+        heapq.heapify(heap)
+        self._heap = heap
 
     # ----------------------------------------------------------- queries
     def renew(self, lease_id: int) -> tuple[int, bool]:
@@ -106,7 +141,7 @@ class LeaderLeases:
         deadline = self._deadlines.get(lease_id)
         if deadline is not None and deadline <= now:
             return 0, False
-        self._deadlines[lease_id] = now + lease.ttl
+        self._set_deadline(lease_id, now + lease.ttl)
         self.stats.renewals += 1
         return lease.ttl, lease.remaining_ttl != 0
 
@@ -117,9 +152,8 @@ class LeaderLeases:
             return None
         deadline = self._deadlines.get(lease_id)
         if deadline is None:
-            deadline = self._deadlines[lease_id] = self._clock.now() + (
-                lease.remaining_ttl or lease.ttl
-            )
+            deadline = self._clock.now() + (lease.remaining_ttl or lease.ttl)
+            self._set_deadline(lease_id, deadline)
         return max(0, int(deadline - self._clock.now()))
 
     def deadline(self, lease_id: int) -> float | None:
@@ -133,14 +167,23 @@ class LeaderLeases:
             return []
         self._refresh()
         now = self._clock.now()
-        due = sorted(
-            (d, i)
-            for i, d in self._deadlines.items()
-            if d <= now and self._revoking.get(i, -math.inf) <= now
-        )
-        out = [i for _, i in due[: self._max_revokes]]
-        for lease_id in out:
-            self._revoking[lease_id] = now + REVOKE_RETRY_S
+        heap, deadlines, revoking = self._heap, self._deadlines, self._revoking
+        out: list[int] = []
+        while heap and heap[0][0] <= now and len(out) < self._max_revokes:
+            when, lease_id = heapq.heappop(heap)
+            if not self._lessor.exists(lease_id):
+                deadlines.pop(lease_id, None)
+                revoking.pop(lease_id, None)
+                continue
+            retry_at = revoking.get(lease_id)
+            if retry_at is None:
+                if deadlines.get(lease_id) != when:
+                    continue  # renewed since: a later entry is live
+            elif retry_at != when:
+                continue  # its revoke is in flight; the retry entry is live
+            out.append(lease_id)
+            revoking[lease_id] = now + REVOKE_RETRY_S
+            heapq.heappush(heap, (now + REVOKE_RETRY_S, lease_id))
         self.stats.expired += len(out)
         return out
 
@@ -173,4 +216,7 @@ class LeaderLeases:
 
     def revoke_failed(self, lease_id: int) -> None:
         """A revoke proposal failed: allow the next pass to retry at once."""
-        self._revoking.pop(lease_id, None)
+        if lease_id in self._revoking and self.active:
+            now = self._clock.now()
+            self._revoking[lease_id] = now
+            heapq.heappush(self._heap, (now, lease_id))

@@ -32,6 +32,7 @@ from kvstore.pb import rpc_pb2
 from kvstore.storage.backend import LEASE
 
 MAX_LEASE_TTL_S = 9_000_000_000  # etcd MaxLeaseTTL
+MAX_GRANT_JOURNAL = 100_000  # undrained grant ids kept before falling back to a rescan
 _ID = struct.Struct(">q")
 _VALUE = struct.Struct(">qq")
 
@@ -54,11 +55,29 @@ class Lessor:
 
     def __init__(self) -> None:
         self._leases: dict[int, Lease] = {}
+        # Ids granted since the leader's clock last looked (`take_granted`), so
+        # it need not scan every lease each pass; None = too many, rescan all.
+        self._granted: list[int] | None = None
+
+    def take_granted(self) -> list[int] | None:
+        """Ids granted since the previous call (None: rescan every lease).
+        Node-local bookkeeping for leader.py; never part of replicated state."""
+        granted, self._granted = self._granted, []
+        return granted
+
+    def _note_granted(self, lease_id: int) -> None:
+        granted = self._granted
+        if granted is not None:
+            if len(granted) >= MAX_GRANT_JOURNAL:
+                self._granted = None  # nobody is draining (a follower): stop recording
+            else:
+                granted.append(lease_id)
 
     # ---------------------------------------------------------------- open
     def load(self, backend: Any, leased_keys: Iterable[tuple[bytes, int]]) -> None:
         """Rebuild from the `lease` family and the store's (key, lease) pairs."""
         self._leases.clear()
+        self._granted = None
         for raw_id, raw in backend.iterate(LEASE):
             (lease_id,) = _ID.unpack(raw_id)
             ttl, remaining = _VALUE.unpack(raw)
@@ -95,6 +114,7 @@ class Lessor:
             raise errors.LEASE_NOT_FOUND()  # 0 means "no lease"; proposers never send it
         lease = Lease(req.ID, req.TTL)
         self._leases[req.ID] = lease
+        self._note_granted(req.ID)
         self._persist(batch, lease)
         return rpc_pb2.LeaseGrantResponse(ID=req.ID, TTL=req.TTL)
 

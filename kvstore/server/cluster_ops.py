@@ -5,6 +5,8 @@ changes (single-server changes, thesis §4.1) and MoveLeader (§3.10); each
 waits until the change is applied locally before answering, like etcd.
 On a follower the request is forwarded to the leader's advertised client URL
 (published through member_attributes entries), as etcd forwards to its leader.
+MemberAdd draws a fresh, never-used id (time-salted, like etcd), so a removed
+id never returns; operations on a removed id answer "member not found".
 Never: edits the member table directly (only the applier does, when the
 conf-change entry is applied); never touches the Raft core (the driver does).
 """
@@ -12,6 +14,7 @@ conf-change entry is applied); never touches the Raft core (the driver does).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -19,14 +22,29 @@ import grpc
 from kvstore import errors
 from kvstore.raft.errors import ConfChangeInProgress, NotLeader, ProposalDropped
 from kvstore.raft.types import ConfChange, ConfChangeType, Role
+from kvstore.server import strict_reconfig
 from kvstore.server.applier import encode_member_context
 from kvstore.server.config import ConfigError, host_port, member_id
 from kvstore.server.membership import Member, MemberTable
 from kvstore.server.node import NodeDriver
 
+# Salts tried before giving up on finding an unused member id (a collision of
+# 64-bit hashes is already astronomically unlikely; this only bounds the loop).
+MAX_ID_ATTEMPTS = 64
+
 # A learner may be promoted once its match index is within this fraction of
 # the leader's commit index (etcd: 90%).
 LEARNER_READY_FRACTION = 0.9
+
+
+def new_member_id(members: MemberTable, peer_urls: list[str], token: str, now_ns: int) -> int:
+    """etcd's computeMemberId(peerURLs, token, now), re-salted until the id is
+    neither a current nor a removed member (removed ids never come back)."""
+    for salt in range(now_ns, now_ns + MAX_ID_ATTEMPTS):
+        candidate = member_id(peer_urls, token, salt)
+        if candidate and candidate not in members and not members.is_removed(candidate):
+            return candidate
+    raise errors.MEMBER_EXIST()
 
 
 def _pb() -> Any:
@@ -107,20 +125,21 @@ class ClusterOps:
                 host_port(url)
         except ConfigError as exc:
             raise errors.MEMBER_BAD_URLS() from exc
+        if not self._is_leader():
+            return await self._forward("MemberAdd", req)
+        # etcd checks quorum safety first, then (when applying) the URLs.
+        strict_reconfig.check_add(
+            self._members.all(), self._driver.raft_status(), self._driver.member_id, req.isLearner
+        )
         known = {u for m in self._members.all() for u in m.peer_urls}
         if known & set(urls):
             raise errors.PEER_URL_EXIST()
-        if not self._is_leader():
-            return await self._forward("MemberAdd", req)
         if req.isLearner and sum(m.is_learner for m in self._members.all()) >= 1:
             raise errors.TOO_MANY_LEARNERS()
-        # The id the new member derives itself from its peer URLs and the token,
-        # so that `kvstore --initial-cluster-state existing` finds itself
-        # without asking the cluster (etcd mixes in the time and looks its id
-        # up from the peers instead).
-        new_id = member_id(urls, self._token)
-        if new_id in self._members:
-            raise errors.MEMBER_EXIST()
+        # A fresh id each time, as etcd's NewMember(..., now): re-adding the
+        # peer URLs of a removed member must not bring its id back. The new
+        # member learns it from the member list (kvstore.server.join).
+        new_id = new_member_id(self._members, urls, self._token, time.time_ns())
         member = Member(new_id, "", urls, is_learner=bool(req.isLearner))
         kind = ConfChangeType.ADD_LEARNER_NODE if req.isLearner else ConfChangeType.ADD_NODE
         await self._change(ConfChange(kind, new_id, encode_member_context(member)))
@@ -136,6 +155,9 @@ class ClusterOps:
             raise errors.MEMBER_NOT_FOUND()
         if not self._is_leader():
             return await self._forward("MemberRemove", req)
+        strict_reconfig.check_remove(
+            self._members.all(), self._driver.raft_status(), self._driver.member_id, req.ID
+        )
         await self._change(ConfChange(ConfChangeType.REMOVE_NODE, req.ID))
         return _pb().MemberRemoveResponse(header=self._header(0), members=self._pb_members())
 
@@ -172,6 +194,7 @@ class ClusterOps:
         progress = status.progress.get(req.ID)
         if progress is None or progress.match < LEARNER_READY_FRACTION * status.commit:
             raise errors.LEARNER_NOT_READY()
+        strict_reconfig.check_promote(self._members.all())
         member = Member(req.ID, current.name, current.peer_urls, is_learner=False)
         await self._change(
             ConfChange(ConfChangeType.ADD_NODE, req.ID, encode_member_context(member))

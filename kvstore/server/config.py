@@ -1,13 +1,18 @@
 """NodeConfig: one member's validated settings, and etcd-style member/cluster ids.
 
 Owns: flag validation (one clear line per problem, raised as ConfigError) and
-the deterministic id derivation every member computes alone:
+the id recipes (etcd's `computeMemberId` / `genID`):
 
-  member id  = first 8 bytes (big-endian) of sha1(sorted peer URLs + cluster token)
+  member id  = first 8 bytes (big-endian) of sha1(sorted peer URLs + cluster token
+                                                  [+ decimal salt])
   cluster id = first 8 bytes (big-endian) of sha1(sorted member ids, 8 bytes each)
 
-(the same recipe as etcd's `NewMember` / `genID`), so all members of an
-`--initial-cluster` agree on every id without talking to each other.
+Bootstrapping members (`--initial-cluster-state new`) derive every id without
+talking to each other (no salt). A member added at runtime gets a salted id
+(MemberAdd mixes in the time, so re-adding the peer URLs of a removed member
+gives a new id); a joining member (`existing`) therefore cannot compute its
+ids: it learns its member id and the cluster id from the running members
+(kvstore.server.join), and `cluster_id` is left 0 here.
 Never: touches the disk or the network.
 """
 
@@ -28,8 +33,11 @@ class ConfigError(ValueError):
     """A bad flag or setting; the message is one line meant for the user."""
 
 
-def member_id(peer_urls: list[str] | tuple[str, ...], token: str) -> int:
+def member_id(peer_urls: list[str] | tuple[str, ...], token: str, salt: int | None = None) -> int:
+    """etcd's computeMemberId: `salt` is etcd's `now` (MemberAdd passes the time)."""
     data = "".join(sorted(peer_urls)).encode() + token.encode()
+    if salt is not None:
+        data += str(salt).encode()
     return struct.unpack(">Q", hashlib.sha1(data).digest()[:8])[0]
 
 
@@ -115,7 +123,11 @@ class NodeConfig:
     quota_backend_bytes: int = 0  # 0: default quota (2 GiB), like etcd
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"  # "0": off
-    # Derived by validate().
+    # etcd --experimental-watch-progress-notify-interval (default 10m).
+    watch_progress_notify_interval_s: float = 600.0
+    # Derived by validate(). For a joining member (`existing`) these are only
+    # the flag-derived defaults: the real ids come from the cluster at first
+    # start and are kept in the data dir (OpenedDataDir.member_id/cluster_id).
     peers: dict[int, PeerSpec] = field(default_factory=dict)
     member_id: int = 0
     cluster_id: int = 0
@@ -158,6 +170,8 @@ class NodeConfig:
             raise ConfigError("--snapshot-count must be positive")
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be positive")
+        if self.watch_progress_notify_interval_s <= 0:
+            raise ConfigError("--experimental-watch-progress-notify-interval must be positive")
         if self.quota_backend_bytes < 0:
             raise ConfigError("--quota-backend-bytes must not be negative")
         if self.auto_compaction_mode not in ("periodic", "revision"):
@@ -217,10 +231,16 @@ class NodeConfig:
             mid = member_id(urls, self.initial_cluster_token)
             self.peers[mid] = PeerSpec(mid, name, urls)
         self.member_id = member_id(cluster[self.name], self.initial_cluster_token)
-        if self.initial_cluster_state == "existing" and len(self.peers) > 1:
-            # Joining: the cluster was bootstrapped by the other members listed
-            # (the common "member add, then start with existing" flow).
-            self.cluster_id = cluster_id([m for m in self.peers if m != self.member_id])
+        if self.initial_cluster_state == "existing":
+            # Joining: the cluster id (and the id MemberAdd gave this member)
+            # are fetched from the members listed, as etcd does; no formula
+            # over the flags survives a history of adds and removes.
+            if not any(p.name != self.name for p in self.peers.values()):
+                raise ConfigError(
+                    "--initial-cluster-state existing needs the running members in "
+                    "--initial-cluster (to fetch the member list from)"
+                )
+            self.cluster_id = 0
         else:
             self.cluster_id = cluster_id(list(self.peers))
         return self

@@ -36,12 +36,16 @@ from kvstore.watch import WatchHub
 
 
 class Coordination:
-    def __init__(self, store: Any, backend: Any) -> None:
+    def __init__(
+        self, store: Any, backend: Any, *, watch_progress_interval_s: float | None = None
+    ) -> None:
         self.lessor = Lessor()
         self.lessor.load(backend, store.leased_keys())
         store.lease_hooks = self.lessor
         self._kv: Any = None
         self.hub = WatchHub(store, self._header)
+        if watch_progress_interval_s is not None:
+            self.hub.progress_interval_s = watch_progress_interval_s
         self.leases: LeaseService | None = None
 
     def _header(self, revision: int | None = None) -> Any:

@@ -3,6 +3,9 @@
 Owns: deciding new vs. existing, the identity check (stored cluster id /
 member id / name against the flags), writing the identity and initial member
 table on first start, and opening the storage objects the node runs on.
+A bootstrapping member's identity comes from its flags; a joining member's
+(first start with `--initial-cluster-state existing`) from the JoinInfo the
+caller fetched from the running cluster; a restart's from member.json.
 
 Layout:  <data-dir>/member.json   name, member id, cluster id (checked before
                                    RocksDB is opened, so a refusal changes nothing)
@@ -34,7 +37,7 @@ from kvstore.server.applier import (
 )
 from kvstore.server.config import NodeConfig
 from kvstore.server.errors import DataDirError
-from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
+from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, Member, MemberTable
 
 CLUSTER_ID_KEY = b"cluster_id"
 MEMBER_ID_KEY = b"member_id"
@@ -107,23 +110,38 @@ def check_identity(cfg: NodeConfig, path: Path, ident: Identity) -> None:
         raise DataDirError(
             f"data dir {path} belongs to member {ident.name!r}, not --name {cfg.name!r}"
         )
+    # A member that joined a running cluster got its ids from the cluster
+    # (MemberAdd salts the member id), so its flags cannot reproduce them:
+    # only a bootstrapping member's ids are checked against the flags.
+    if cfg.initial_cluster_state != "new":
+        return
     if ident.member_id != cfg.member_id:
         raise DataDirError(
             f"data dir {path} belongs to member id {ident.member_id:x}, but the flags give "
             f"member id {cfg.member_id:x} (different --initial-advertise-peer-urls or "
             "--initial-cluster-token?)"
         )
-    # A member that joined an existing cluster cannot always derive the real
-    # cluster id from its flags; only a bootstrapping member is checked.
-    if cfg.initial_cluster_state == "new" and ident.cluster_id != cfg.cluster_id:
+    if ident.cluster_id != cfg.cluster_id:
         raise DataDirError(
             f"data dir {path} belongs to cluster {ident.cluster_id:x}, but --initial-cluster "
             f"gives cluster {cfg.cluster_id:x}"
         )
 
 
-def open_data_dir(cfg: NodeConfig) -> OpenedDataDir:
-    """Open (bootstrapping if new) the data dir of `cfg` (already validated)."""
+def needs_join(cfg: NodeConfig) -> bool:
+    """True when starting `cfg` must first fetch its ids from the running
+    cluster: `--initial-cluster-state existing` and no identity in the data dir."""
+    return (
+        cfg.initial_cluster_state == "existing"
+        and not (Path(cfg.data_dir) / IDENTITY_FILE).exists()
+    )
+
+
+def open_data_dir(cfg: NodeConfig, join: JoinInfo | None = None) -> OpenedDataDir:
+    """Open (bootstrapping if new) the data dir of `cfg` (already validated).
+
+    `join` (from kvstore.server.join) is required when `needs_join(cfg)`: the
+    ids and member table the running cluster gave this member."""
     from kvstore.mvcc import MvccStore
     from kvstore.storage.backend import Backend
     from kvstore.storage.raft_log import RocksLogStorage
@@ -135,17 +153,29 @@ def open_data_dir(cfg: NodeConfig) -> OpenedDataDir:
         raise DataDirError(f"data dir {path} is not a directory")
     if path.is_dir() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise DataDirError(f"data dir {path} is not readable and writable by this user")
-    if id_file.exists():
-        check_identity(cfg, path, Identity.load(id_file))
+    fresh = not id_file.exists()
+    if not fresh:
+        ident = Identity.load(id_file)
+        check_identity(cfg, path, ident)
+        join = None  # a restart never re-joins: the data dir knows its cluster
     elif path.is_dir() and any(path.iterdir()):
         raise DataDirError(
             f"data dir {path} is not empty and is not a kvstore data dir "
             f"({IDENTITY_FILE} missing); refusing to use it"
         )
+    elif cfg.initial_cluster_state == "existing":
+        if join is None:
+            raise DataDirError(
+                f"data dir {path} is new and --initial-cluster-state is existing: the "
+                "member list must be fetched from the cluster first"
+            )
+        ident = Identity(cfg.name, join.member_id, join.cluster_id)
+    else:
+        ident = Identity(cfg.name, cfg.member_id, cfg.cluster_id)
     try:
-        if not id_file.exists():
+        if fresh:
             path.mkdir(parents=True, exist_ok=True)
-            Identity(cfg.name, cfg.member_id, cfg.cluster_id).write(path)
+            ident.write(path)
         backend = Backend.open(str(db))
     except PermissionError as exc:
         raise DataDirError(f"cannot open data dir {path}: permission denied ({exc})") from exc
@@ -156,7 +186,7 @@ def open_data_dir(cfg: NodeConfig) -> OpenedDataDir:
         # Bootstrap writes the member id to meta last, so a first start that
         # crashed half-way is simply bootstrapped again (same entries, same ids).
         is_new = _meta(backend, MEMBER_ID_KEY) is None
-        return _open(cfg, path, backend, is_new, RocksLogStorage, MvccStore)
+        return _open(cfg, path, backend, is_new, ident, join, RocksLogStorage, MvccStore)
     except DataDirError:
         backend.close()
         raise
@@ -172,36 +202,48 @@ def _meta(backend: Any, key: bytes) -> bytes | None:
 
 
 def _open(
-    cfg: NodeConfig, path: Path, backend: Any, is_new: bool, log_cls: Any, store_cls: Any
+    cfg: NodeConfig,
+    path: Path,
+    backend: Any,
+    is_new: bool,
+    ident: Identity,
+    join: JoinInfo | None,
+    log_cls: Any,
+    store_cls: Any,
 ) -> OpenedDataDir:
     log_storage = log_cls(backend)
     store = store_cls(backend)
-    joining = False
     if is_new:
         joining = cfg.initial_cluster_state == "existing"
-        members = MemberTable()
-        # A joining member knows its peers' URLs from --initial-cluster too, so
-        # it can answer the leader; membership itself arrives through the log.
-        for peer in cfg.peers.values():
-            members.upsert(Member(peer.id, peer.name, list(peer.peer_urls)))
-        if not joining:
+        if joining:
+            # The member table fetched from the cluster: the transport can
+            # answer the leader at once; the log (or a snapshot) then replays
+            # the membership history over it, ending in the same table.
+            # (No JoinInfo: a first start that crashed after writing member.json;
+            # the flags' peers are the best guess of whom to answer.)
+            members = MemberTable.decode(join.members.encode()) if join else _flag_peers(cfg)
+        else:
+            members = _flag_peers(cfg)
             bootstrap_log(log_storage, members.all())
         batch = store.begin_batch()
-        batch.set_meta(CLUSTER_ID_KEY, encode_u64(cfg.cluster_id))
+        batch.set_meta(CLUSTER_ID_KEY, encode_u64(ident.cluster_id))
         batch.set_meta(NAME_KEY, cfg.name.encode())
         batch.set_meta(MEMBERS_META_KEY, members.encode())
         batch.set_meta(APPLIED_INDEX_KEY, encode_u64(0))
-        batch.set_meta(MEMBER_ID_KEY, encode_u64(cfg.member_id))
+        batch.set_meta(MEMBER_ID_KEY, encode_u64(ident.member_id))
         batch.commit(sync=True)
         return OpenedDataDir(
             path, backend, log_storage, store, members, 0,
-            cfg.cluster_id, cfg.member_id, is_new=True, joining=joining,
+            ident.cluster_id, ident.member_id, is_new=True, joining=joining,
         )  # fmt: skip
 
     cid = decode_u64(_meta(backend, CLUSTER_ID_KEY))
     mid = decode_u64(_meta(backend, MEMBER_ID_KEY))
-    if mid != cfg.member_id:
-        raise DataDirError(f"data dir {path}: database belongs to member id {mid:x}")
+    if mid != ident.member_id or cid != ident.cluster_id:
+        raise DataDirError(
+            f"data dir {path}: database belongs to member {mid:x} of cluster {cid:x}, "
+            f"but {IDENTITY_FILE} says member {ident.member_id:x} of {ident.cluster_id:x}"
+        )
     raw_members = _meta(backend, MEMBERS_META_KEY)
     members = MemberTable.decode(raw_members) if raw_members else MemberTable()
     applied = decode_u64(_meta(backend, APPLIED_INDEX_KEY))
@@ -209,6 +251,13 @@ def _open(
         path, backend, log_storage, store, members, applied,
         cid, mid, is_new=False, joining=False,
     )  # fmt: skip
+
+
+def _flag_peers(cfg: NodeConfig) -> MemberTable:
+    members = MemberTable()
+    for peer in cfg.peers.values():
+        members.upsert(Member(peer.id, peer.name, list(peer.peer_urls)))
+    return members
 
 
 def bootstrap_entries(peers: list[Member]) -> list[Entry]:

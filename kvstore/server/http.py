@@ -1,8 +1,11 @@
 """A small HTTP/1.1 listener for /health, /version and /metrics.
 
 Owns: the --listen-metrics-urls endpoints, answered from the node's
-observable state at request time (etcd names where they exist:
-etcd_server_has_leader, etcd_server_proposals_committed_total, ...).
+observable state at request time: /metrics renders the node's
+`kvstore.server.metrics.NodeMetrics` registry (`node.metrics`; one is made
+for a node without it), /health is etcd 3.4's check (503 and
+{"health":"false"} with any active alarm, without a leader, or when a
+quorum read does not complete within 1 s).
 Never: touches the Raft core or blocks the loop; one request per connection
 (Connection: close), bounded header size, 5 s read timeout.
 """
@@ -19,52 +22,17 @@ from kvstore.server.errors import StartupError
 from kvstore.server.kv_server import CLUSTER_VERSION, SERVER_VERSION
 
 MAX_HEADER_BYTES = 16 * 1024
+HEALTH_READ_TIMEOUT_S = 1.0  # etcd's /health quorum-read deadline
 _COMPACT = (",", ":")  # etcd's exact bodies: {"health":"true"}
-
-
-class _NodeCollector:
-    """prometheus_client collector reading the driver's counters at scrape time."""
-
-    def __init__(self, node: Any) -> None:
-        self._node = node
-
-    def collect(self):  # noqa: ANN201 - prometheus collector protocol
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        d = self._node.driver
-        if d is None:
-            return
-        kv = self._node.kv
-        has_leader = int(bool(d.leader_id))
-        gauges = {
-            "etcd_server_has_leader": ("Whether a leader exists (1) or not (0).", has_leader),
-            "etcd_server_is_leader": ("Whether this member is the leader.", int(kv.is_leader)),
-            "kvstore_raft_term": ("Current Raft term.", d.term),
-            "kvstore_raft_commit_index": ("Commit index known here.", d.commit_index),
-            "kvstore_raft_applied_index": ("Applied index.", d.applied_index),
-            "etcd_server_proposals_pending": ("Proposals waiting to be applied.", len(d.waiters)),
-            "etcd_mvcc_db_total_size_in_bytes": ("Database size.", kv.status().dbSize),
-        }  # fmt: skip
-        for name, (doc, value) in gauges.items():
-            yield GaugeMetricFamily(name, doc, value=value)
-        counters = {
-            "etcd_server_proposals_committed": ("Proposals applied.", d.stats.proposals_committed),
-            "etcd_server_proposals_failed": ("Proposals failed.", d.stats.proposals_failed),
-            "etcd_server_leader_changes_seen": ("Leader changes seen.", d.stats.leader_changes),
-            "kvstore_raft_ready_batches": ("Ready batches handled.", d.stats.ready_batches),
-            "kvstore_raft_entries_persisted": ("Log entries persisted.", d.stats.entries_persisted),
-        }  # fmt: skip
-        for name, (doc, value) in counters.items():
-            yield CounterMetricFamily(name, doc, value=value)
 
 
 class MetricsServer:
     def __init__(self, node: Any) -> None:
-        from prometheus_client import CollectorRegistry
+        from kvstore.server.metrics import NodeMetrics
 
         self._node = node
-        self._registry = CollectorRegistry()
-        self._registry.register(_NodeCollector(node))
+        metrics = getattr(node, "metrics", None)
+        self._metrics: NodeMetrics = metrics if metrics is not None else NodeMetrics(node)
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: list[int] = []
 
@@ -88,31 +56,44 @@ class MetricsServer:
                 await asyncio.wait_for(server.wait_closed(), timeout=2)
         self._servers.clear()
 
-    def respond(self, path: str) -> tuple[int, str, bytes]:
+    async def respond(self, path: str) -> tuple[int, str, bytes]:
         """(status, content type, body) for GET `path`."""
         path = path.split("?", 1)[0]
         if path == "/health":
-            kv = self._node.kv
-            # etcd: unhealthy without a leader or with any active alarm (NOSPACE...).
-            maintenance = getattr(kv, "maintenance", None)
-            healthy = (
-                kv is not None
-                and kv.has_leader
-                and not (maintenance is not None and maintenance.status_errors())
-            )
+            healthy = await self.healthy()
+            (self._metrics.health_success if healthy else self._metrics.health_failures).inc()
             body = json.dumps({"health": "true" if healthy else "false"}, separators=_COMPACT)
-            body = body.encode()
-            return (200 if healthy else 503), "application/json", body
+            return (200 if healthy else 503), "application/json", body.encode()
         if path == "/version":
             body = json.dumps(
                 {"etcdserver": SERVER_VERSION, "etcdcluster": CLUSTER_VERSION}, separators=_COMPACT
             )
             return 200, "application/json", body.encode()
         if path == "/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            from prometheus_client import CONTENT_TYPE_LATEST
 
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            return 200, CONTENT_TYPE_LATEST, self._metrics.scrape()
         return 404, "text/plain", b"404 page not found\n"
+
+    async def healthy(self) -> bool:
+        """etcd 3.4's checkHealth: no active alarm (NOSPACE...), a known
+        leader, and a quorum read done within 1 s (etcd: a QGET through Raft;
+        here the ReadIndex barrier linearizable reads use, which also proves
+        the leader still has a quorum)."""
+        kv = getattr(self._node, "kv", None)
+        if kv is None or not kv.has_leader:
+            return False
+        maintenance = getattr(kv, "maintenance", None)
+        if maintenance is not None and maintenance.status_errors():
+            return False
+        barrier = getattr(kv, "read_barrier", None)
+        if barrier is None:
+            return True
+        try:
+            await asyncio.wait_for(barrier(), HEALTH_READ_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - timeout, no leader, stopped: unhealthy
+            return False
+        return True
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -126,7 +107,7 @@ class MetricsServer:
             if method not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain", b"method not allowed\n"
             else:
-                status, ctype, body = self.respond(path)
+                status, ctype, body = await self.respond(path)
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(
                 status, "Service Unavailable"
             )

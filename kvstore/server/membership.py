@@ -3,6 +3,9 @@
 Owns: the in-memory view of members and its JSON encoding (stored in the
 MVCC `meta` family under MEMBERS_META_KEY, in the same apply batch as the
 entry that changed it, so it survives restarts exactly like the data).
+Removed ids are kept (`removed`) for good, like etcd: a removed member id is
+never handed out again (MemberAdd draws fresh ids) and operations on it answer
+"member not found".
 Never: decides membership (Raft does, through conf-change entries); never
 talks to peers.
 """
@@ -43,6 +46,16 @@ class Member:
         )
 
 
+@dataclass(frozen=True)
+class JoinInfo:
+    """What a member joining a running cluster learned from its peers: the id
+    MemberAdd gave it, the cluster id, and the member table at that moment."""
+
+    member_id: int
+    cluster_id: int
+    members: MemberTable
+
+
 class MemberTable:
     """Members by id. Mutated only by the apply path (driver task)."""
 
@@ -55,6 +68,17 @@ class MemberTable:
 
     def __len__(self) -> int:
         return len(self._members)
+
+    def is_removed(self, member_id: int) -> bool:
+        return member_id in self.removed
+
+    def find_by_peer_urls(self, peer_urls: list[str] | tuple[str, ...]) -> Member | None:
+        """The member whose peer URLs are exactly `peer_urls` (any order)."""
+        wanted = sorted(peer_urls)
+        for m in self._members.values():
+            if sorted(m.peer_urls) == wanted:
+                return m
+        return None
 
     def get(self, member_id: int) -> Member | None:
         return self._members.get(member_id)

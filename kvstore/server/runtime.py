@@ -2,8 +2,11 @@
 
 Owns: wiring the parts together in the right order and tearing them down in
 the reverse order; the peer gRPC server (unless one is passed in, e.g. bound
-to port 0 by a test); publishing this member's name and client URLs through
-Raft once a leader exists (etcd's `publish`).
+to port 0 by a test) with the member-list RPC joiners ask (kvstore.server.join);
+on a first start with `--initial-cluster-state existing`, fetching this
+member's ids from the running cluster before the data dir is created;
+publishing this member's name and client URLs through Raft once a leader
+exists (etcd's `publish`), until the member table shows them.
 Never: serves clients (the caller adds the api servicers to its own client
 server around `node.kv`); never reads the clock except to seed randomness.
 
@@ -27,14 +30,20 @@ from kvstore import errors
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.config import NodeConfig, host_port
 from kvstore.server.coordination import Coordination
-from kvstore.server.datadir import OpenedDataDir, open_data_dir
+from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
 from kvstore.server.errors import StartupError
+from kvstore.server.join import add_members_service, fetch_join_info, serve_snapshot
 from kvstore.server.kv_server import KvServer
+from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver, WatchHook
 
 log = logging.getLogger(__name__)
 
-PUBLISH_RETRY_S = 0.5
+# A publish proposal not applied within this many election timeouts is
+# proposed again (it was lost: dropped by a leader change, or applied as part
+# of a snapshot, where its waiter never fires). Its success is seen in the
+# member table, so a retry costs one duplicate, idempotent entry at most.
+PUBLISH_ATTEMPT_ELECTIONS = 3
 
 
 def listen_address(url: str, flag: str) -> str:
@@ -99,9 +108,15 @@ class KvNode:
         self.kv: KvServer | None = None
         self.applier: Applier | None = None
         self._publish_task: asyncio.Task[None] | None = None
+        # Set whenever the member table may have changed (apply or snapshot).
+        self._members_changed = asyncio.Event()
+        # Set once this member applies its own removal (MemberRemove).
+        self.removed = asyncio.Event()
         self.maintenance: Any = None  # kvstore.maintenance.wiring.Maintenance
         self._apply_listeners: list[Callable[[ApplyResult], None]] = []
         self.coordination: Coordination | None = None
+        # Read at scrape time; the api counts RPCs in it through `kv.metrics`.
+        self.metrics = NodeMetrics(self)
 
     def add_apply_listener(self, fn: Callable[[ApplyResult], None]) -> None:
         self._apply_listeners.append(fn)
@@ -113,12 +128,22 @@ class KvNode:
         from kvstore.transport import GrpcTransport
 
         cfg = self.cfg
-        self.data = data = open_data_dir(cfg)
+        # A joiner asks the running members who it is (ids are not derivable
+        # from the flags once members were added and removed).
+        join = await fetch_join_info(cfg) if needs_join(cfg) else None
+        self.data = data = open_data_dir(cfg, join)
         try:
             member_id = data.member_id
             self.applier = Applier(data.store, data.members, data.applied_index)
+            # Timing wrappers on the instances, before the driver holds them.
+            self.metrics.instrument_applier(self.applier)
+            self.metrics.instrument_storage(data.log_storage)
             # Leases + watches: lease hooks and apply handlers before any apply.
-            self.coordination = coord = Coordination(data.store, data.backend)
+            self.coordination = coord = Coordination(
+                data.store,
+                data.backend,
+                watch_progress_interval_s=cfg.watch_progress_notify_interval_s,
+            )
             coord.register(self.applier)
             core = RaftCore(
                 RaftConfig(
@@ -160,6 +185,7 @@ class KvNode:
                 db_size_in_use=lambda: self._backend_size("size_in_use_bytes"),
                 cluster_token=cfg.initial_cluster_token,
             )
+            self.kv.metrics = self.metrics  # add_servicers counts RPCs in it
             coord.bind(self.kv, data.members, member_id, cfg.election_timeout_s)
             self._update_peers()
             if self._peer_server is None:
@@ -172,6 +198,7 @@ class KvNode:
                 for url in cfg.listen_peer_urls:
                     bind(self._peer_server, url, "--listen-peer-urls")
             attach_peer_service(self._peer_server, self.transport)
+            add_members_service(self._peer_server, serve_snapshot(self))
             await self._peer_server.start()
             self.maintenance = _attach_maintenance(self)
             await _maybe_await(self.transport.start())
@@ -217,39 +244,83 @@ class KvNode:
             if mid != self.data.member_id
         }
         self.transport.set_peers(peers)
+        self._members_changed.set()
 
     def _on_apply(self, result: ApplyResult) -> None:
         if result.members_changed:
             self._update_peers()
+        if self.data is not None and self.data.member_id in result.removed:
+            # etcd stops a member that applies its own removal; the process
+            # owner (server_cmd) may wait on `removed` to exit.
+            log.warning("member %x has been permanently removed from the cluster",
+                        self.data.member_id)  # fmt: skip
+            self.removed.set()
         for fn in self._apply_listeners:
             fn(result)
 
+    def _attributes_published(self) -> bool:
+        assert self.data is not None
+        current = self.data.members.get(self.data.member_id)
+        return (
+            current is not None
+            and current.name == self.cfg.name
+            and list(current.client_urls) == list(self.cfg.advertise_client_urls)
+        )
+
     async def _publish(self) -> None:
-        """Propose our name + client URLs until applied (etcd's publish)."""
+        """Propose our name + client URLs until the member table shows them
+        (etcd's publish).
+
+        Success is read from the member table, not only from the proposal's
+        answer: a joiner that catches up by snapshot applies its own publish
+        entry inside the snapshot, where no waiter fires, and a proposal lost
+        to a leader change is never answered; both used to cost a full request
+        timeout. Each attempt first waits for a leader (proposing earlier only
+        fails), and ends early as soon as the table shows the attributes."""
         from kvstore.pb import internal_pb2
 
-        assert self.kv is not None and self.data is not None
-        me = self.data.member_id
+        assert self.kv is not None and self.data is not None and self.driver is not None
+        kv, driver = self.kv, self.driver
         attrs = internal_pb2.MemberAttributes(
-            member_id=me,
+            member_id=self.data.member_id,
             name=self.cfg.name,
             client_urls=list(self.cfg.advertise_client_urls),
         )
-        while True:
-            current = self.data.members.get(me)
-            if (
-                current is not None
-                and current.name == self.cfg.name
-                and list(current.client_urls) == list(self.cfg.advertise_client_urls)
-            ):
-                return
+        attempt_s = PUBLISH_ATTEMPT_ELECTIONS * self.cfg.election_timeout_s
+        loop = asyncio.get_running_loop()
+        while not self._attributes_published():
+            if self.data.members.is_removed(self.data.member_id):
+                return  # removed from the cluster: nothing to publish to
             try:
-                await self.kv.propose("member_attributes", attrs)
-                return
-            except errors.EtcdError as exc:
-                if exc == errors.STOPPED():
+                await driver.wait_leader()
+            except errors.EtcdError:
+                if driver.stopped:
                     return
-            await asyncio.sleep(PUBLISH_RETRY_S)
+                continue  # still no leader: keep waiting (wait_leader is bounded)
+            proposal = asyncio.ensure_future(kv.propose("member_attributes", attrs))
+            proposal.add_done_callback(_consume_exception)
+            deadline = loop.time() + attempt_s
+            while not proposal.done() and not self._attributes_published():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    log.info("publishing member attributes: no answer yet, proposing again")
+                    break
+                self._members_changed.clear()
+                changed = asyncio.ensure_future(self._members_changed.wait())
+                try:
+                    await asyncio.wait({proposal, changed}, timeout=remaining,
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                finally:
+                    changed.cancel()
+            if proposal.done() and not proposal.cancelled():
+                exc = proposal.exception()
+                if exc is None:
+                    return
+                if driver.stopped or exc == errors.STOPPED():
+                    return
+                # NO_LEADER / TIMEOUT / TOO_MANY_REQUESTS: try again after a
+                # tick (wait_leader() above paces it while there is no leader).
+                await asyncio.sleep(self.cfg.tick_interval_s)
 
     async def stop(self) -> None:
         """Stop driver, transport and peer server; close the database."""
@@ -288,6 +359,12 @@ def _attach_maintenance(node: KvNode) -> Any:
     except ImportError:
         return None
     return attach_maintenance(node)
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a dropped proposal's outcome so asyncio does not log it."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _maybe_await(value: Any) -> Any:

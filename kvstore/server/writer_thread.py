@@ -15,6 +15,7 @@ that difference is paid on every batch of every member.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -59,10 +60,9 @@ class WriterThread:
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-    try:
+    # A closed loop raises RuntimeError: nobody awaits the result any more.
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:
-        pass  # the loop is closed: nobody awaits the result any more
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any) -> None:

@@ -47,6 +47,7 @@ COLUMN_FAMILIES: tuple[str, ...] = (KV, META, LEASE, RAFT_LOG, RAFT_STATE)
 # random, so cached blocks + bloom filters matter more than sequential speed.
 _BLOCK_CACHE_BYTES = 64 << 20
 _BLOOM_BITS_PER_KEY = 10
+_MAX_TOTAL_WAL_BYTES = 16 << 20
 
 
 def _family_options(cache: rocksdict.Cache) -> rocksdict.Options:
@@ -66,6 +67,15 @@ def _db_options(cache: rocksdict.Cache) -> rocksdict.Options:
     opts.create_missing_column_families(True)
     # The machine is small; two background jobs keep flush + compaction moving.
     opts.set_max_background_jobs(2)
+    # Bound the write-ahead log. A WAL file is deleted only once every family
+    # with data in it has flushed, and `meta` / `raft_state` take a tiny write
+    # on every apply but (64 MiB memtables) almost never fill up: by default
+    # RocksDB lets the WAL grow to 4 x the sum of all memtable budgets (2.5 GiB
+    # here) before it forces those flushes, so with compaction deleting old
+    # revisions the disk still grew by every byte written (measured with
+    # benchmarks/disk_growth_bench.py). Past this size RocksDB flushes the
+    # families pinning the oldest WAL file, which it then deletes.
+    opts.set_max_total_wal_size(_MAX_TOTAL_WAL_BYTES)
     return opts
 
 

@@ -167,6 +167,7 @@ class WatchHub:
                         for w in rgroup:
                             matched.setdefault(w, []).append((rev, ev))
         stripped: dict[int, kv_pb2.Event] = {}
+        header: rpc_pb2.ResponseHeader | None = None  # one per batch (copied per response)
         for w, pairs in matched.items():
             if w.next_rev > last_rev:
                 continue  # a watch on a future revision
@@ -182,7 +183,9 @@ class WatchHub:
             w.next_rev = last_rev + 1
             if out:
                 self.stats["published"] += len(out)
-                resp = rpc_pb2.WatchResponse(header=self.header(last_rev), watch_id=w.id)
+                if header is None:
+                    header = self.header(last_rev)
+                resp = rpc_pb2.WatchResponse(header=header, watch_id=w.id)
                 resp.events.extend(out)
                 w.stream.push_events(w, resp)
 

@@ -89,6 +89,70 @@ def test_keepalive_stream_refused_without_leader(kv: LocalKv) -> None:
     run(scenario())
 
 
+def test_pipelined_keepalives_are_answered_in_request_order(kv: LocalKv) -> None:
+    """Renewals of one stream run concurrently but come back in request order
+    (the follower's forwarder matches responses first-in first-out)."""
+
+    async def scenario() -> None:
+        async with serving(kv) as ch:
+            ids = [await _grant(ch, ttl=10 + i) for i in range(5)]
+            asked = [ids[i % 5] if i % 3 else 777_000 + i for i in range(60)]
+            call = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive()
+            for lid in asked:
+                await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
+            await call.done_writing()
+            got = [await call.read() for _ in asked]
+            assert [r.ID for r in got] == asked
+            assert [r.TTL for r in got] == [10 + ids.index(i) if i in ids else 0 for i in asked]
+            assert await call.read() is grpc.aio.EOF
+
+    run(scenario())
+
+
+def test_keepalive_stream_canceled_when_leader_is_lost(kv: LocalKv) -> None:
+    """etcd monitorLeader: a hasleader keepalive stream ends with Unavailable
+    "etcdserver: no leader" after the member has been leaderless for three
+    checks, even while the client sends nothing."""
+
+    async def scenario() -> None:
+        async with serving(kv, leader_check_s=0.05) as ch:
+            lid = await _grant(ch)
+            call = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(metadata=(("hasleader", "true"),))
+            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
+            assert (await call.read()).TTL == 30
+            kv.has_leader = False
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await call.read()
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert exc.value.details() == errors.NO_LEADER.message
+
+    run(scenario())
+
+
+def test_keepalive_stream_without_hasleader_survives_leader_loss(kv: LocalKv) -> None:
+    async def scenario() -> None:
+        async with serving(kv, leader_check_s=0.01) as ch:
+            lid = await _grant(ch)
+            call = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive()
+            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
+            assert (await call.read()).TTL == 30
+            # A hasleader keepalive stream alongside is canceled; this one is not.
+            other = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(metadata=(("hasleader", "true"),))
+            await other.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
+            assert (await other.read()).TTL == 30
+            kv.has_leader = False
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await other.read()
+            assert exc.value.details() == errors.NO_LEADER.message
+            kv.has_leader = True
+            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
+            assert (await call.read()).TTL == 30
+            await call.done_writing()
+            assert await call.read() is grpc.aio.EOF
+
+    run(scenario())
+
+
 async def _grant(ch: grpc.aio.Channel, ttl: int = 30) -> int:
     return (await rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=ttl))).ID
 

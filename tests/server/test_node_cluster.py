@@ -292,14 +292,16 @@ def test_a_new_member_joins_with_initial_cluster_state_existing(tmp_path: Path) 
             heartbeat_interval_ms=50,
             election_timeout_ms=500,
         ).validate()
-        # Both sides derive the same ids without talking.
-        assert cfg.member_id == added.member.ID
-        assert cfg.cluster_id == c.kv(leader).cluster_id
+        # The ids cannot come from the flags (MemberAdd salts the member id):
+        # the newcomer fetches them from the members listed in --initial-cluster.
+        assert cfg.cluster_id == 0
         node = KvNode(cfg, peer_server=peer_server)
         await node.start()
         try:
             kv = node.kv
             assert kv is not None
+            assert kv.member_id == added.member.ID
+            assert kv.cluster_id == c.kv(leader).cluster_id
 
             async def replicated() -> bool:
                 got = await kv.range(get(b"before", serializable=True))
@@ -307,14 +309,14 @@ def test_a_new_member_joins_with_initial_cluster_state_existing(tmp_path: Path) 
 
             await async_wait_until(replicated, timeout=20, what="log replicated to newcomer")
             assert sorted(kv.driver.raft_status().conf_state.voters) == sorted(
-                [c.kv(i).member_id for i in range(3)] + [cfg.member_id]
+                [c.kv(i).member_id for i in range(3)] + [added.member.ID]
             )
             r = await kv.put(put(b"from-newcomer", b"2"))
-            assert r.header.member_id == cfg.member_id
+            assert r.header.member_id == added.member.ID
             got = await c.kv(leader).range(get(b"from-newcomer"))
             assert got.kvs[0].value == b"2"
             await async_wait_until(
-                lambda: (m := c.kv(leader).members.get(cfg.member_id)) and m.name == "n3",
+                lambda: (m := c.kv(leader).members.get(added.member.ID)) and m.name == "n3",
                 timeout=20,
                 what="newcomer published its name",
             )

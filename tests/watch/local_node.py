@@ -104,7 +104,9 @@ async def serving(kv: LocalKv, leader_check_s: float = 1.0) -> AsyncIterator[grp
     rpc_pb2_grpc.add_WatchServicer_to_server(
         WatchServicer(kv, kv.watch_hub, leader_check_s=leader_check_s), server
     )
-    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(kv, kv.leases), server)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(
+        LeaseServicer(kv, kv.leases, leader_check_s=leader_check_s), server
+    )
     rpc_pb2_grpc.add_KVServicer_to_server(_Kv(kv), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(LockServicer(kv, kv.leases, kv.watch_hub), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(

@@ -1,0 +1,183 @@
+"""Joining a running cluster: the member list over the peer port, and its use.
+
+Owns: the small peer-port RPC `/kvstore.peer.Membership/Members` (etcd serves
+the same on its peer URLs as GET /members), which answers the responder's
+cluster id and member table as JSON; and the joiner's side: ask the members
+listed in `--initial-cluster` (never itself) until one answers, then find this
+member in the answer by its peer URLs (etcd's GetClusterFromRemotePeers +
+ValidateClusterAndAssignIDs). The joiner so learns the cluster id and the id
+MemberAdd gave it, whatever adds and removes happened before.
+Never: writes to disk or proposes anything; never trusts a flag-derived id.
+
+The RPC uses raw bytes (JSON) through a generic handler, so no generated
+protobuf module is needed on either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from kvstore.server.config import NodeConfig
+from kvstore.server.errors import StartupError
+from kvstore.server.membership import JoinInfo, MemberTable
+
+log = logging.getLogger(__name__)
+
+SERVICE = "kvstore.peer.Membership"
+METHOD = f"/{SERVICE}/Members"
+# Per-peer RPC deadline, and how long a joiner keeps asking before giving up
+# (the members may be busy: under load an answer can take a while).
+FETCH_RPC_TIMEOUT_S = 3.0
+FETCH_TOTAL_TIMEOUT_S = 30.0
+FETCH_RETRY_S = 0.25
+
+
+def encode_cluster(cluster_id: int, member_id: int, members: MemberTable) -> bytes:
+    """Answer of the Members RPC: who answers, of which cluster, with what table."""
+    return json.dumps(
+        {
+            "cluster_id": f"{cluster_id:x}",
+            "member_id": f"{member_id:x}",
+            "table": json.loads(members.encode()),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_cluster(data: bytes) -> tuple[int, int, MemberTable]:
+    """-> (cluster id, responder id, member table); ValueError if malformed."""
+    try:
+        obj = json.loads(data)
+        table = MemberTable.decode(json.dumps(obj["table"]).encode())
+        return int(obj["cluster_id"], 16), int(obj["member_id"], 16), table
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed member list: {exc}") from exc
+
+
+def add_members_service(
+    server: grpc.aio.Server, snapshot: Callable[[], tuple[int, int, MemberTable] | None]
+) -> None:
+    """Serve the Members RPC on the peer server (before it starts).
+
+    `snapshot()` -> (cluster id, own member id, member table), or None while
+    the node is not open yet (answered UNAVAILABLE)."""
+
+    async def members(_request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        current = snapshot()
+        if current is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "member not started")
+        cid, mid, table = current  # type: ignore[misc]
+        return encode_cluster(cid, mid, table)
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Members": grpc.unary_unary_rpc_method_handler(
+                members, request_deserializer=None, response_serializer=None
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+def find_self(cfg: NodeConfig, cluster_id: int, table: MemberTable) -> JoinInfo:
+    """Pick this member out of a fetched table by its advertised peer URLs.
+
+    StartupError (one line) when it is not there (not added yet, or removed:
+    a removed id never comes back, add the member again for a new id), or
+    when it has already run with another data dir."""
+    me = table.find_by_peer_urls(cfg.initial_advertise_peer_urls)
+    if me is None:
+        raise StartupError(
+            f"cluster {cluster_id:x} has no member with peer URLs "
+            f"{','.join(cfg.initial_advertise_peer_urls)}; add it first "
+            "(etcdctl member add) and start it with the URLs given there"
+        )
+    if me.client_urls:
+        # It published its client URLs, so it ran before and had a data dir
+        # (etcd: isMemberBootstrapped): rejoining with an empty log would let
+        # a voter forget its votes.
+        raise StartupError(
+            f"member {me.id:x} of cluster {cluster_id:x} has already been bootstrapped "
+            "(its data dir was lost?): remove it and add it again"
+        )
+    return JoinInfo(member_id=me.id, cluster_id=cluster_id, members=table)
+
+
+def remote_peer_urls(cfg: NodeConfig) -> list[str]:
+    """Peer URLs in --initial-cluster other than this member's own."""
+    own = set(cfg.initial_advertise_peer_urls)
+    return [
+        url
+        for peer in cfg.peers.values()
+        if peer.name != cfg.name
+        for url in peer.peer_urls
+        if url not in own
+    ]
+
+
+async def fetch_one(
+    url: str, timeout_s: float = FETCH_RPC_TIMEOUT_S
+) -> tuple[int, int, MemberTable]:
+    """Ask the member at peer URL `url` for its member list."""
+    from kvstore.transport import peer_address
+
+    async with grpc.aio.insecure_channel(peer_address(url)) as channel:
+        call = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+        data = await call(b"", timeout=timeout_s)
+    return decode_cluster(data)
+
+
+async def fetch_join_info(
+    cfg: NodeConfig, total_timeout_s: float = FETCH_TOTAL_TIMEOUT_S
+) -> JoinInfo:
+    """Learn ids and members from the running cluster (first start with
+    `--initial-cluster-state existing`). StartupError if nobody answers, or
+    if the answer does not list this member."""
+    urls = remote_peer_urls(cfg)
+    if not urls:
+        raise StartupError("--initial-cluster lists no other member to join through")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_timeout_s
+    failures: dict[str, str] = {}
+    while True:
+        for url in urls:
+            try:
+                cid, responder, table = await fetch_one(url)
+            except (grpc.aio.AioRpcError, ValueError, OSError) as exc:
+                why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                failures[url] = why or type(exc).__name__
+                continue
+            if not cid:
+                failures[url] = "answered without a cluster id"
+                continue
+            info = find_self(cfg, cid, table)
+            log.info(
+                "joining cluster %x as member %x (member list from %x at %s)",
+                cid, info.member_id, responder, url,
+            )  # fmt: skip
+            return info
+        if loop.time() >= deadline:
+            detail = "; ".join(f"{u}: {e}" for u, e in failures.items())
+            raise StartupError(
+                f"cannot fetch the member list from any peer in --initial-cluster ({detail})"
+            )
+        await asyncio.sleep(FETCH_RETRY_S)
+
+
+def serve_snapshot(node: Any) -> Callable[[], tuple[int, int, MemberTable] | None]:
+    """`snapshot` callable for add_members_service over a KvNode."""
+
+    def snapshot() -> tuple[int, int, MemberTable] | None:
+        data = getattr(node, "data", None)
+        if data is None:
+            return None
+        return data.cluster_id, data.member_id, data.members
+
+    return snapshot
