@@ -89,6 +89,11 @@ class WriteLoad:
         with self._lock:
             return len(self.acked)
 
+    def stop(self, timeout: float = 60.0) -> None:
+        """End the load early (writers finish their call in flight) and join."""
+        self._stop.set()
+        self.join(timeout)
+
     def join(self, timeout: float = 60.0) -> None:
         end = time.monotonic() + timeout
         for t in self._threads:

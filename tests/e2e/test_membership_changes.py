@@ -192,11 +192,6 @@ def current_revision(endpoint: str) -> int:
     return resp.header.revision
 
 
-def stop_load(load: WriteLoad) -> None:
-    load._stop.set()  # noqa: SLF001 - end the bounded load early, it is done
-    load.join(timeout=60)
-
-
 def assert_no_acked_write_lost(cluster: ElasticCluster, loads: list[WriteLoad]) -> None:
     """Every acknowledged write on every member; same data and HashKV everywhere."""
     for ep in cluster.endpoints:
@@ -287,7 +282,7 @@ def test_grow_to_five_and_shrink_to_three_under_load_removing_the_leader(tmp_pat
             )
         finally:
             for ld in loads:
-                stop_load(ld)
+                ld.stop()
         cluster.wait_healthy(60)
         for ep in cluster.endpoints:
             voters, learners = voters_and_learners(ep)
@@ -341,7 +336,7 @@ def test_replace_a_member_under_load(tmp_path: Path) -> None:
             before = load.acked_count()
             wait_until(lambda: load.acked_count() > before + 20, timeout=60, what="restarted")
         finally:
-            stop_load(load)
+            load.stop()
         cluster.wait_healthy(60)
         voters, learners = voters_and_learners(cluster.endpoints[0])
         assert voters == {cluster.member_id(m.name) for m in cluster.members} and not learners
@@ -456,10 +451,10 @@ def test_a_long_sequence_of_adds_and_removes_under_load(tmp_path: Path) -> None:
                     timeout=60,
                     what=f"writes after round {rnd}",
                 )
-                stop_load(load)
+                load.stop()
         finally:
             for ld in loads:
-                stop_load(ld)
+                ld.stop()
         cluster.wait_healthy(60)
         assert len(removed) == 4
         for ep in cluster.endpoints:
