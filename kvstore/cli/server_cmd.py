@@ -5,7 +5,10 @@ startup problem into ONE line on stderr and a non-zero exit (never a
 traceback), the client gRPC server around the api servicers, the optional
 metrics/health HTTP listener, the ready line, and graceful shutdown on
 SIGTERM/SIGINT (stop accepting, let in-flight RPCs finish within a grace
-period, stop the node, exit 0).
+period, stop the node, exit 0). A member removed from the cluster
+(`KvNode.removed`) shuts down the same way after REMOVED_STOP_DELAY_S and
+exits 0 with etcd's line "the member has been permanently removed from the
+cluster", as etcd 3.4 does.
 Never: implements request handling (api/ and server/ do).
 
 With no flags: a single-node cluster named "default" in ./default.kvstore,
@@ -15,6 +18,7 @@ clients on 127.0.0.1:2379, peers on 127.0.0.1:2380 — like etcd.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -34,10 +38,15 @@ from kvstore.server.config import (
     split_urls,
 )
 from kvstore.server.errors import DataDirError, StartupError
+from kvstore.transport.peer import MEMBER_REMOVED
 
 log = logging.getLogger("kvstore")
 
 SHUTDOWN_GRACE_S = 5.0
+# etcd's stopWithDelay after applying its own removal: a removed leader keeps
+# running this long so the remaining members learn the commit of the removal
+# from it (and the MemberRemove caller gets its answer) before it goes.
+REMOVED_STOP_DELAY_S = 1.0
 EXIT_BAD_CONFIG = 2
 EXIT_STARTUP = 1
 
@@ -233,16 +242,33 @@ async def serve(cfg: NodeConfig) -> int:
 
 
 async def _wait_for_stop(stop: asyncio.Event, node: Any) -> int:
-    """Return 0 on SIGTERM/SIGINT, 1 if the Raft driver died."""
+    """Return 0 on SIGTERM/SIGINT or once the member is removed from the
+    cluster (etcd exits 0 then too), 1 if the Raft driver died."""
     driver_task = node.driver.task if node.driver is not None else None
     stop_task = asyncio.create_task(stop.wait())
-    waiting = {stop_task} | ({driver_task} if driver_task is not None else set())
-    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    if stop_task not in done:
-        stop_task.cancel()
-        click.echo("kvstore: error: the raft driver stopped unexpectedly", err=True)
-        return EXIT_STARTUP
-    return 0
+    removed = getattr(node, "removed", None)
+    removed_task = asyncio.create_task(removed.wait()) if removed is not None else None
+    waiting = {stop_task}
+    waiting |= {driver_task} if driver_task is not None else set()
+    waiting |= {removed_task} if removed_task is not None else set()
+    try:
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stop_task, removed_task):
+            if task is not None and not task.done():
+                task.cancel()
+    if stop_task in done:
+        return 0
+    if removed_task is not None and removed_task in done:
+        # etcd 3.4's two lines, word for word.
+        log.error("%s", MEMBER_REMOVED)
+        log.info("the data-dir used by this member must be removed.")
+        # Let the removal's commit reach the others first (a signal cuts it short).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REMOVED_STOP_DELAY_S)
+        return 0
+    click.echo("kvstore: error: the raft driver stopped unexpectedly", err=True)
+    return EXIT_STARTUP
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,11 @@ to port 0 by a test) with the member-list RPC joiners ask (kvstore.server.join);
 on a first start with `--initial-cluster-state existing`, fetching this
 member's ids from the running cluster before the data dir is created;
 publishing this member's name and client URLs through Raft once a leader
-exists (etcd's `publish`), until the member table shows them.
+exists (etcd's `publish`), until the member table shows them; setting
+`removed` once this member is out of the cluster — it applied its own
+removal (or a snapshot/member table saying so), or a peer's transport refused
+it as removed (a removed follower never receives its removal entry) — and
+keeping the transport's removed-id set equal to the member table's.
 Never: serves clients (the caller adds the api servicers to its own client
 server around `node.kv`); never reads the clock except to seed randomness.
 
@@ -110,7 +114,9 @@ class KvNode:
         self._publish_task: asyncio.Task[None] | None = None
         # Set whenever the member table may have changed (apply or snapshot).
         self._members_changed = asyncio.Event()
-        # Set once this member applies its own removal (MemberRemove).
+        # Set once this member is removed from the cluster: it applied its own
+        # removal, or a peer refused its stream as removed. The process owner
+        # (kvstore.cli.server_cmd) waits on it and exits, like etcd.
         self.removed = asyncio.Event()
         self.maintenance: Any = None  # kvstore.maintenance.wiring.Maintenance
         self._apply_listeners: list[Callable[[ApplyResult], None]] = []
@@ -162,6 +168,8 @@ class KvNode:
             self.transport = GrpcTransport(member_id, data.cluster_id, self._deliver)
             if hasattr(self.transport, "on_unreachable"):
                 self.transport.on_unreachable = self._unreachable
+            if hasattr(self.transport, "on_removed"):
+                self.transport.on_removed = self._told_removed
             self.driver = NodeDriver(
                 core,
                 data.log_storage,
@@ -228,6 +236,19 @@ class KvNode:
         if self.driver is not None:
             self.driver.report_unreachable(peer_id)
 
+    def _told_removed(self) -> None:
+        """Transport callback: a peer refused our stream as a removed member."""
+        self._mark_removed("a peer reports it")
+
+    def _mark_removed(self, how: str) -> None:
+        if self.removed.is_set():
+            return
+        member_id = self.data.member_id if self.data is not None else 0
+        # etcd's stop reason, word for word (server_cmd logs it again on exit).
+        log.warning("member %x has been permanently removed from the cluster (%s)",
+                    member_id, how)  # fmt: skip
+        self.removed.set()
+
     def _backend_size(self, method: str) -> int:
         backend = self.data.backend if self.data else None
         size = getattr(backend, method, None)
@@ -237,24 +258,27 @@ class KvNode:
             return 0
 
     def _update_peers(self) -> None:
+        """Sync the transport with the member table (start, apply, snapshot)."""
         assert self.data is not None
-        peers = {
-            mid: url
-            for mid, url in self.data.members.peer_urls().items()
-            if mid != self.data.member_id
-        }
+        members = self.data.members
+        me = self.data.member_id
+        peers = {mid: url for mid, url in members.peer_urls().items() if mid != me}
         self.transport.set_peers(peers)
+        set_removed = getattr(self.transport, "set_removed", None)
+        if set_removed is not None:
+            set_removed(members.removed)
         self._members_changed.set()
+        if members.is_removed(me):
+            # Also on a restart after the removal was applied, or when a
+            # snapshot carries it: a removed member has nothing left to do.
+            self._mark_removed("in the member table")
 
     def _on_apply(self, result: ApplyResult) -> None:
+        if self.data is not None and self.data.member_id in result.removed:
+            # etcd stops a member that applies its own removal.
+            self._mark_removed("applied its own removal")
         if result.members_changed:
             self._update_peers()
-        if self.data is not None and self.data.member_id in result.removed:
-            # etcd stops a member that applies its own removal; the process
-            # owner (server_cmd) may wait on `removed` to exit.
-            log.warning("member %x has been permanently removed from the cluster",
-                        self.data.member_id)  # fmt: skip
-            self.removed.set()
         for fn in self._apply_listeners:
             fn(result)
 

@@ -7,10 +7,18 @@ Never: touches the Raft core, storage or the clock beyond reconnect back-off.
 
 from kvstore.transport.peer import (
     CLUSTER_ID_MISMATCH,
+    MEMBER_REMOVED,
     SERVER_OPTIONS,
     GrpcTransport,
     PeerStats,
     peer_address,
 )
 
-__all__ = ["CLUSTER_ID_MISMATCH", "SERVER_OPTIONS", "GrpcTransport", "PeerStats", "peer_address"]
+__all__ = [
+    "CLUSTER_ID_MISMATCH",
+    "MEMBER_REMOVED",
+    "SERVER_OPTIONS",
+    "GrpcTransport",
+    "PeerStats",
+    "peer_address",
+]

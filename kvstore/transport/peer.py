@@ -2,7 +2,11 @@
 
 Owns: one outbound `_PeerSender` per remote member (bounded queue, one task, one
 channel, one client stream `RaftPeer.Stream`), the inbound `RaftPeerServicer`,
-cluster-id checks on both directions, reconnect back-off and drop counting.
+cluster-id checks on both directions, reconnect back-off and drop counting, and
+etcd's removed-member handshake: streams from a member id in the removed set
+(`set_removed`) are refused with FAILED_PRECONDITION + MEMBER_REMOVED (etcd's
+rafthttp answers HTTP 410 with the same text), and a sender refused that way
+reports it once through `on_removed()` (the node then stops, like etcd).
 
 Never: blocks or raises in `send` (Raft tolerates loss and retransmits, a stalled
 driver does not); interprets messages; talks to anything but the peers it was
@@ -18,6 +22,10 @@ Invariants:
   queued at that moment (pipelining + natural batching under load).
 - Inbound batches are handed to `on_messages` synchronously from the stream
   handler (no task per message), in arrival order per stream.
+- Only ids in the removed set are refused: a sender we do not know yet (a
+  member being added, whose MemberAdd we have not applied) is accepted. The
+  check runs when a stream opens (metadata) and on every batch (its `from`),
+  so a stream opened before the removal is cut at its next batch.
 
 Stream lifecycle of one peer:
 
@@ -33,7 +41,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +55,9 @@ from kvstore.transport import codec
 log = logging.getLogger(__name__)
 
 CLUSTER_ID_MISMATCH = "request cluster ID mismatch"
+# etcd's rafthttp errMemberRemoved / etcdserver's stop reason, word for word.
+MEMBER_REMOVED = "the member has been permanently removed from the cluster"
+MEMBER_REMOVED_CODE = grpc.StatusCode.FAILED_PRECONDITION
 CLUSTER_ID_METADATA = "kvstore-cluster-id"  # hex, sent when a stream opens
 SENDER_METADATA = "kvstore-sender-id"
 
@@ -161,8 +172,13 @@ class _PeerSender:
                 await self._stream_once()
             except asyncio.CancelledError:
                 raise
+            except MemberRemovedError as exc:
+                self._note_failure(str(exc))
+                self._t._peer_says_removed(self.peer_id)
             except grpc.aio.AioRpcError as exc:
                 self._note_failure(f"{exc.code().name}: {exc.details()}")
+                if _is_removed_status(exc.code(), exc.details()):
+                    self._t._peer_says_removed(self.peer_id)
             except ConnectionError as exc:
                 self._note_failure(str(exc))
             except Exception as exc:  # noqa: BLE001 - any stream failure means: reconnect
@@ -177,7 +193,8 @@ class _PeerSender:
     def _note_failure(self, why: str) -> None:
         self.stats.failures += 1
         if why != self.stats.last_error:
-            level = logging.ERROR if CLUSTER_ID_MISMATCH in why else logging.INFO
+            serious = CLUSTER_ID_MISMATCH in why or MEMBER_REMOVED in why
+            level = logging.ERROR if serious else logging.INFO
             log.log(level, "raft peer %x at %s: stream failed: %s", self.peer_id, self.address, why)
         self.stats.last_error = why
 
@@ -247,10 +264,20 @@ class _PeerSender:
                 await ch.close(grace=None)
 
 
+class MemberRemovedError(ConnectionError):
+    """A peer refused our stream because we were removed from the cluster."""
+
+
+def _is_removed_status(code: grpc.StatusCode | None, details: str | None) -> bool:
+    return code == MEMBER_REMOVED_CODE and details == MEMBER_REMOVED
+
+
 async def _raise_status(call: grpc.aio.StreamStreamCall) -> None:
     """Raise the status a finished stream ended with (even OK: streams never end)."""
     code = await call.code()
     details = await call.details()
+    if _is_removed_status(code, details):
+        raise MemberRemovedError(f"{code.name}: {details}")
     raise ConnectionError(f"{code.name}: {details}")
 
 
@@ -284,6 +311,9 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
         cid = md.get(CLUSTER_ID_METADATA)
         if cid is not None and cid != f"{t.cluster_id:x}":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_ID_MISMATCH)
+        sender = _parse_hex(md.get(SENDER_METADATA))
+        if sender is not None and t.is_removed(sender):
+            await self._refuse_removed(context, sender)
         await context.send_initial_metadata(())
         cluster_id = t.cluster_id
         while True:
@@ -292,6 +322,9 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
                 return
             if batch.cluster_id != cluster_id:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, CLUSTER_ID_MISMATCH)
+            # The removed set may have grown since the stream opened.
+            if t._removed and t.is_removed(codec.batch_sender(batch)):
+                await self._refuse_removed(context, codec.batch_sender(batch))
             t.received_batches += 1
             if t.stopped:
                 continue
@@ -307,6 +340,14 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
             except Exception:  # noqa: BLE001 - the stream outlives a consumer bug
                 log.exception("on_messages failed")
 
+    async def _refuse_removed(self, context: grpc.aio.ServicerContext, sender: int) -> None:
+        t = self._t
+        t.rejected_removed += 1
+        if sender not in t._removed_logged:
+            t._removed_logged.add(sender)
+            log.warning("rejected stream from remote peer %x because it was removed", sender)
+        await context.abort(MEMBER_REMOVED_CODE, MEMBER_REMOVED)
+
     async def SendSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
         receiver = self._t.snapshot_receiver
         if receiver is not None:
@@ -314,12 +355,23 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot streaming not implemented")
 
 
+def _parse_hex(value: str | bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value, 16)
+    except (TypeError, ValueError):
+        return None
+
+
 class GrpcTransport:
     """Raft peer transport over gRPC; every method runs in the node's event loop.
 
     `on_messages(list[Message])` is called for each inbound batch;
     `on_unreachable(peer_id)` (optional, settable attribute) when a peer's
-    stream fails or its queue overflows (once per episode)."""
+    stream fails or its queue overflows (once per episode);
+    `on_removed()` (optional, settable attribute) once, the first time a peer
+    refuses our stream because this member was removed from the cluster."""
 
     def __init__(
         self,
@@ -328,16 +380,24 @@ class GrpcTransport:
         on_messages: Callable[[list[Message]], None],
         *,
         on_unreachable: Callable[[int], None] | None = None,
+        on_removed: Callable[[], None] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
         self.self_id = self_id
         self.cluster_id = cluster_id
         self.on_messages = on_messages
         self.on_unreachable = on_unreachable
+        self.on_removed = on_removed
         self.max_queue = max_queue
         self.received_batches = 0
         self.received_messages = 0
         self.dropped_unknown_peer = 0
+        # Streams refused because their sender was removed (inbound), and
+        # whether a peer has told us that we were removed (outbound).
+        self.rejected_removed = 0
+        self.told_removed = False
+        self._removed: frozenset[int] = frozenset()
+        self._removed_logged: set[int] = set()
         self.stopped = False
         self._started = False
         self._peers: dict[int, _PeerSender] = {}
@@ -376,6 +436,28 @@ class GrpcTransport:
 
     def peers(self) -> dict[int, str]:
         return {pid: s.address for pid, s in self._peers.items()}
+
+    def set_removed(self, ids: Iterable[int]) -> None:
+        """Member ids removed from the cluster (for good: ids are never reused).
+        Their streams are refused with MEMBER_REMOVED; ids merely unknown are not."""
+        self._removed = frozenset(ids)
+
+    def is_removed(self, member_id: int) -> bool:
+        return member_id in self._removed
+
+    def _peer_says_removed(self, peer_id: int) -> None:
+        """A peer refused us as removed: tell the owner once (etcd stops then)."""
+        if self.told_removed:
+            return
+        self.told_removed = True
+        log.warning("peer %x says this member (%x) %s", peer_id, self.self_id,
+                    "has been permanently removed from the cluster")  # fmt: skip
+        cb = self.on_removed
+        if cb is not None:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - a callback bug must not kill the sender
+                log.exception("on_removed() failed")
 
     # --- outbound --------------------------------------------------------------------------
     def send(self, messages: list[Message]) -> None:
@@ -435,7 +517,9 @@ class GrpcTransport:
 __all__ = [
     "CHANNEL_OPTIONS",
     "CLUSTER_ID_MISMATCH",
+    "MEMBER_REMOVED",
     "GrpcTransport",
+    "MemberRemovedError",
     "PeerStats",
     "RaftPeerServicer",
     "SERVER_OPTIONS",
