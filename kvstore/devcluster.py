@@ -81,6 +81,9 @@ class LocalCluster:
         if metrics:
             for m in self.members:
                 m.metrics_port = free_port(host)
+        # Members started with --initial-cluster-state existing: name -> the
+        # --initial-cluster they were given (see start_joined).
+        self._joined: dict[str, str] = {}
 
     # ------------------------------------------------------------ addresses
     @property
@@ -92,7 +95,7 @@ class LocalCluster:
 
     def args(self, i: int) -> list[str]:
         m = self.members[i]
-        return [
+        args = [
             sys.executable, "-m", "kvstore.cli.server_cmd",
             "--name", m.name,
             "--data-dir", str(m.data_dir),
@@ -107,6 +110,50 @@ class LocalCluster:
               if m.metrics_port else []),
             *self.extra_args,
         ]  # fmt: skip
+        if m.name in self._joined:
+            args[args.index("--initial-cluster") + 1] = self._joined[m.name]
+            args[args.index("--initial-cluster-state") + 1] = "existing"
+        return args
+
+    # ------------------------------------------------------------ membership
+    def index(self, name: str) -> int:
+        return next(i for i, m in enumerate(self.members) if m.name == name)
+
+    def peer_url(self, name: str) -> str:
+        return f"http://{self.host}:{self.members[self.index(name)].peer_port}"
+
+    def reserve(self, name: str) -> _Member:
+        """A new member slot with fresh ports, not started (add it with
+        MemberAdd, then start_joined)."""
+        m = _Member(
+            name=name,
+            client_port=free_port(self.host),
+            peer_port=free_port(self.host),
+            data_dir=self.base_dir / f"{name}.kvstore",
+            log_path=self.base_dir / f"{name}.log",
+        )
+        self.members.append(m)
+        return m
+
+    def start_joined(self, name: str, listed: list[Any]) -> None:
+        """Start reserved member `name` with --initial-cluster-state existing;
+        `listed`: the MemberList members (pb) of the running cluster."""
+        initial = [f"{m.name}={u}" for m in listed if m.name and m.name != name for u in m.peerURLs]
+        initial.append(f"{name}={self.peer_url(name)}")
+        self._joined[name] = ",".join(initial)
+        self._spawn(self.index(name))
+
+    def retire(self, name: str) -> None:
+        """Kill a removed member's process and forget it."""
+        i = self.index(name)
+        self.kill(i, signal.SIGKILL)
+        del self.members[i]
+
+    def live_endpoints(self) -> list[str]:
+        return [ep for i, ep in enumerate(self.endpoints) if self.alive(i)]
+
+    def member_id(self, name: str) -> int:
+        return self.status(self.index(name)).header.member_id
 
     # ------------------------------------------------------------ processes
     def _spawn(self, i: int, detach: bool = False) -> None:

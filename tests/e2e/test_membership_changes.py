@@ -13,7 +13,6 @@ member and HashKV agrees across members at one revision."""
 from __future__ import annotations
 
 import shutil
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ pytest.importorskip("kvstore.transport")
 from e2e_load import WriteLoad, dump_prefix  # noqa: E402
 
 from kvstore import errors  # noqa: E402
-from kvstore.devcluster import LocalCluster, _Member  # noqa: E402
+from kvstore.devcluster import LocalCluster  # noqa: E402
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 from kvstore.testing.waiting import free_port, wait_until  # noqa: E402
 
@@ -54,60 +53,6 @@ TRANSIENT = frozenset(
 )
 
 
-class ElasticCluster(LocalCluster):
-    """LocalCluster whose membership changes: new members are started with
-    `--initial-cluster-state existing`; removed ones are killed and dropped."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.joined: dict[str, str] = {}  # name -> its --initial-cluster
-
-    def args(self, i: int) -> list[str]:
-        args = super().args(i)
-        m = self.members[i]
-        if m.name in self.joined:
-            args[args.index("--initial-cluster") + 1] = self.joined[m.name]
-            args[args.index("--initial-cluster-state") + 1] = "existing"
-        return args
-
-    def index(self, name: str) -> int:
-        return next(i for i, m in enumerate(self.members) if m.name == name)
-
-    def reserve(self, name: str) -> _Member:
-        """A new member slot with fresh ports (not started)."""
-        m = _Member(
-            name=name,
-            client_port=free_port(self.host),
-            peer_port=free_port(self.host),
-            data_dir=self.base_dir / f"{name}.kvstore",
-            log_path=self.base_dir / f"{name}.log",
-        )
-        self.members.append(m)
-        return m
-
-    def peer_url(self, name: str) -> str:
-        return f"http://{self.host}:{self.members[self.index(name)].peer_port}"
-
-    def start_joined(self, name: str, listed: list[Any]) -> None:
-        """Start `name` with existing state; `listed`: MemberList members."""
-        initial = [f"{m.name}={u}" for m in listed if m.name and m.name != name for u in m.peerURLs]
-        initial.append(f"{name}={self.peer_url(name)}")
-        self.joined[name] = ",".join(initial)
-        self._spawn(self.index(name))
-
-    def retire(self, name: str) -> None:
-        """Kill a removed member's process and forget it."""
-        i = self.index(name)
-        self.kill(i, signal.SIGKILL)
-        del self.members[i]
-
-    def live_endpoints(self) -> list[str]:
-        return [ep for i, ep in enumerate(self.endpoints) if self.alive(i)]
-
-    def member_id(self, name: str) -> int:
-        return self.status(self.index(name)).header.member_id
-
-
 # ------------------------------------------------------------ Cluster RPCs
 def cluster_rpc(endpoint: str, method: str, req: Any) -> Any:
     with grpc.insecure_channel(endpoint) as ch:
@@ -121,7 +66,7 @@ class _Outcome:
 
 
 def admin(
-    cluster: ElasticCluster,
+    cluster: LocalCluster,
     method: str,
     req: Any,
     *,
@@ -154,7 +99,7 @@ def member_list(endpoint: str) -> list[Any]:
     return list(cluster_rpc(endpoint, "MemberList", rpc_pb2.MemberListRequest()).members)
 
 
-def add_member(cluster: ElasticCluster, peer_url: str, learner: bool) -> int:
+def add_member(cluster: LocalCluster, peer_url: str, learner: bool) -> int:
     """MemberAdd; returns the new id. An add whose answer was lost (retried,
     then refused as existing) is found in the member list instead."""
     req = rpc_pb2.MemberAddRequest(peerURLs=[peer_url], isLearner=learner)
@@ -167,7 +112,7 @@ def add_member(cluster: ElasticCluster, peer_url: str, learner: bool) -> int:
     return next(m.ID for m in listed if peer_url in m.peerURLs)
 
 
-def wait_started(cluster: ElasticCluster, name: str, mid: int) -> None:
+def wait_started(cluster: LocalCluster, name: str, mid: int) -> None:
     """The member serves (knows a leader) and has published its name."""
     cluster.wait_member_ready(cluster.index(name), timeout=90)
 
@@ -192,7 +137,7 @@ def current_revision(endpoint: str) -> int:
     return resp.header.revision
 
 
-def assert_no_acked_write_lost(cluster: ElasticCluster, loads: list[WriteLoad]) -> None:
+def assert_no_acked_write_lost(cluster: LocalCluster, loads: list[WriteLoad]) -> None:
     """Every acknowledged write on every member; same data and HashKV everywhere."""
     for ep in cluster.endpoints:
         for load in loads:
@@ -223,7 +168,7 @@ def voters_and_learners(endpoint: str) -> tuple[set[int], set[int]]:
 # ------------------------------------------------------------------- tests
 @pytest.mark.timeout(300)
 def test_grow_to_five_and_shrink_to_three_under_load_removing_the_leader(tmp_path: Path) -> None:
-    cluster = ElasticCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", SNAPSHOT_COUNT))
+    cluster = LocalCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", SNAPSHOT_COUNT))
     with cluster:
         load = WriteLoad(cluster.endpoints, writers=3, per_writer=5000, max_seconds=150).start()
         loads = [load]
@@ -297,7 +242,7 @@ def test_replace_a_member_under_load(tmp_path: Path) -> None:
     """Remove a follower, wipe its dir, add a new member on new ports: it
     joins (by snapshot: the log is compacted), serves, survives a kill -9 and
     restart; nothing is lost."""
-    cluster = ElasticCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", SNAPSHOT_COUNT))
+    cluster = LocalCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", SNAPSHOT_COUNT))
     with cluster:
         load = WriteLoad(cluster.endpoints, writers=3, per_writer=3000, max_seconds=90).start()
         try:
@@ -346,7 +291,7 @@ def test_replace_a_member_under_load(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_cluster_rpc_errors_are_etcds(tmp_path: Path) -> None:
-    with ElasticCluster(3, base_dir=tmp_path) as cluster:
+    with LocalCluster(3, base_dir=tmp_path) as cluster:
         eps = cluster.endpoints
         leader = cluster.wait_leader(timeout=30)
         follower_ep = eps[(leader + 1) % 3]
@@ -409,7 +354,7 @@ def test_a_long_sequence_of_adds_and_removes_under_load(tmp_path: Path) -> None:
     """Four rounds of: add a member (learner then promoted, or voter), start
     it with existing state, remove the leader or the oldest member. Each
     joiner finds its id and the cluster id whatever history preceded it."""
-    cluster = ElasticCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", SNAPSHOT_COUNT))
+    cluster = LocalCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", SNAPSHOT_COUNT))
     with cluster:
         cluster_id = cluster.status(0).header.cluster_id
         removed: set[int] = set()
