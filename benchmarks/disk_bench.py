@@ -8,7 +8,12 @@ Owns: one temporary directory, measured in phases on a store of --keys keys of
   backup    consistent snapshot file (write_backup), MB/s
   verify    SHA-256 check of that file, MB/s
   restore   restore_data_dir into a new data dir, MB/s
-  install   SnapshotInstaller: one atomic WriteBatch swap on a follower, MB/s
+  install   SnapshotInstaller on a follower: MB/s, write batches used and the
+            largest (the state is staged in bounded batches, then switched with
+            one synced write), and the peak RSS growth during the install;
+            then the same with the state prepared off the loop first
+            (SnapshotInstaller.prepare, as the receiver does), giving the time
+            the event loop is held by the switch alone
   defrag    manual compaction after overwriting every key twice: seconds, size before/after
 Never: touches anything outside its temporary directory (removed at the end),
 uses the network, runs unbounded (every phase is sized by the flags).
@@ -21,6 +26,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -61,6 +68,23 @@ def bench_fsync(backend: Backend, n: int) -> tuple[float, float]:
         lat.append(time.perf_counter() - t0)
     lat.sort()
     return statistics.median(lat) * 1000, lat[int(0.99 * (len(lat) - 1))] * 1000
+
+
+def _status_kb(field: str) -> int:
+    """A VmXXX figure of /proc/self/status in KiB (0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    """Restart the VmHWM peak at the current RSS (Linux >= 4.0; ignored elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def mbps(nbytes: int, seconds: float) -> str:
@@ -105,11 +129,33 @@ def main() -> None:
 
         follower = Backend.open(tmp / "follower" / "db")
         md = SnapshotMetadata(info.applied_index or 1, 1, ConfState((1,)))
+        installer = SnapshotInstaller(follower)
+        _reset_peak_rss()
+        rss0 = _status_kb("VmRSS")
         t0 = time.perf_counter()
-        SnapshotInstaller(follower).install(
-            Snapshot(md, FILE_PREFIX + str(snap).encode()), None, HardState(1, 0, 0)
+        installer.install(Snapshot(md, FILE_PREFIX + str(snap).encode()), None, HardState(1, 0, 0))
+        seconds = time.perf_counter() - t0
+        peak = max(0, _status_kb("VmHWM") - rss0)
+        print(
+            f"install   {mbps(info.size, seconds)}  {installer.last_batches} batches "
+            f"(largest {installer.last_max_batch_bytes / 1e6:.1f} MB), "
+            f"peak RSS +{peak / 1024:.0f} MiB"
         )
-        print(f"install   {mbps(info.size, time.perf_counter() - t0)}")
+        follower.close()
+
+        # As wired in a node: the receiver has the state staged in a worker
+        # thread; the driver's install on the event loop only switches.
+        follower = Backend.open(tmp / "follower2" / "db")
+        installer = SnapshotInstaller(follower)
+        t0 = time.perf_counter()
+        asyncio.run(installer.prepare(snap))
+        staged_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        installer.install(Snapshot(md, FILE_PREFIX + str(snap).encode()), None, HardState(1, 0, 0))
+        print(
+            f"install   prepared: staged off the loop {mbps(info.size, staged_s)}, "
+            f"switch on the loop {(time.perf_counter() - t0) * 1000:.1f} ms"
+        )
         follower.close()
 
         fill(store, args.keys, args.value_bytes, rounds=2)

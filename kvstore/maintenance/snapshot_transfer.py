@@ -12,18 +12,24 @@ Owns three pieces, wired by `maintenance/wiring.py`:
   `RaftPeer.SendSnapshot` in 1 MiB chunks and reports success/failure to Raft.
 - `SnapshotReceiver` (follower): the `SendSnapshot` handler. It spools the
   chunks to `<data-dir>/snap/*.tmp`, verifies the SHA-256 trailer, renames the
-  file into place, then hands the MSG_SNAP to Raft with `snapshot.data =
-  b"file:<path>"`. Nothing of the live state is touched yet.
+  file into place, has the installer stage its state in a worker thread
+  (`SnapshotInstaller.prepare`: invisible families, nothing of the live state
+  is touched), then hands the MSG_SNAP to Raft with `snapshot.data =
+  b"file:<path>"`.
 - `SnapshotInstaller` (follower): called by the driver when Raft hands out the
-  snapshot in a Ready, BEFORE the Raft write. One synced RocksDB WriteBatch
-  replaces the MVCC data, leases and replicated meta, sets the applied index,
+  snapshot in a Ready, BEFORE the Raft write. Unless that file was staged
+  ahead, it verifies the file's checksum, then builds the MVCC data, leases
+  and replicated meta as the backend's next state generation in bounded
+  batches (never the whole state in memory); then it switches, on the loop,
+  with ONE small synced WriteBatch that also sets the applied index
   and resets the Raft log/hard state to the snapshot point; then the
   in-memory views are reloaded. A crash before that write leaves the old state
-  (the spooled file is just garbage, removed on the next start); after it,
-  the new one — never a mix.
+  (the half-built generation is dropped when the backend is opened, the
+  spooled file removed on the next start); after it, the new one — never a mix.
 
 Never: blocks the event loop on the file write (worker thread); sends two
-snapshots to one peer at once; installs a file whose checksum does not match.
+snapshots to one peer at once; installs a file whose checksum does not match;
+holds a received state in memory (at most one ~4 MiB write batch of it).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import json
 import logging
 import os
 import struct
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,16 @@ from kvstore.raft.types import (
     Message,
     Snapshot,
     SnapshotMetadata,
+)
+from kvstore.storage.backend import STAGE_BATCH_BYTES, StagedState
+from kvstore.storage.raft_log import (
+    HARD_STATE_KEY,
+    LAST_INDEX_KEY,
+    LOG_CF,
+    LOG_START_KEY,
+    SNAPSHOT_KEY,
+    STATE_CF,
+    encode_snapshot,
 )
 
 log = logging.getLogger(__name__)
@@ -251,11 +268,19 @@ class SnapshotReceiver:
     """Follower side of `RaftPeer.SendSnapshot`."""
 
     def __init__(
-        self, spool: Path, *, cluster_id: int, deliver: Callable[[list[Message]], None]
+        self,
+        spool: Path,
+        *,
+        cluster_id: int,
+        deliver: Callable[[list[Message]], None],
+        prepare: Callable[[Path], Awaitable[None]] | None = None,
     ) -> None:
         self._spool = spool
         self._cluster_id = cluster_id
         self._deliver = deliver
+        # SnapshotInstaller.prepare: stage the state off the loop before Raft
+        # sees the message (never raises; without it install() does the work).
+        self._prepare = prepare
         self._seq = itertools.count(1)
         self.received = 0
 
@@ -301,6 +326,8 @@ class SnapshotReceiver:
                 "received snapshot at index %d (%d bytes) from member %x",
                 snap.metadata.index, received, msg.sender,
             )  # fmt: skip
+            if self._prepare is not None:
+                await self._prepare(final)
             self._deliver([dataclasses.replace(msg, snapshot=snap)])
             return raftpb_pb2.SnapshotAck(bytes_received=received)
         finally:
@@ -308,15 +335,124 @@ class SnapshotReceiver:
                 tmp.unlink()
 
 
+class _Prepared:
+    """A state being / already staged from one spooled file (SnapshotInstaller.prepare)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.staged: StagedState | None = None
+        self.cancel = threading.Event()
+        self.finished = threading.Event()  # the worker thread is done with `staged`
+        self.ok = False
+
+
+class _Cancelled(Exception):
+    pass
+
+
 class SnapshotInstaller:
-    """Follower side: swap the state machine for a received snapshot, atomically."""
+    """Follower side: swap the state machine for a received snapshot, atomically.
+
+    The new state is built as the backend's next state generation (see
+    storage/backend.py) in batches of about `batch_bytes`, invisible until one
+    small synced write switches to it together with the Raft log reset; so the
+    memory used does not grow with the state, and a crash at any point leaves
+    either the complete old or the complete new state.
+
+    Where the build runs: `prepare(path)` (awaited by the receiver before it
+    hands the message to Raft) builds it in a worker thread, so the driver's
+    `install()` on the loop only writes the switch. When nothing was prepared
+    for that file (no receiver hook, a newer file displaced it, a failure),
+    `install()` builds it itself, on the loop. The switch and the reloaders
+    always run on the loop, in the driver task."""
 
     def __init__(
-        self, backend: Any, reloaders: list[Callable[[Snapshot], None]] | None = None
+        self,
+        backend: Any,
+        reloaders: list[Callable[[Snapshot], None]] | None = None,
+        *,
+        batch_bytes: int = STAGE_BATCH_BYTES,
     ) -> None:
         self._backend = backend
         self.reloaders = reloaders if reloaders is not None else []
+        self.batch_bytes = batch_bytes
         self.installed = 0
+        self.prepared_installs = 0  # installs that found their state already staged
+        # Of the last install: write batches used and the largest one, in bytes.
+        self.last_batches = 0
+        self.last_max_batch_bytes = 0
+        self._prepared: _Prepared | None = None
+        self._threads = ThreadWork()
+        self._stopped = False
+
+    # --- off-loop preparation (receiver side) ---------------------------------------
+
+    async def prepare(self, path: Path) -> None:
+        """Stage the state of the (already verified) spooled file `path` in a worker
+        thread. Never raises: on any failure `install()` simply builds it itself."""
+        if self._stopped:
+            return
+        current = self._prepared
+        if current is not None:
+            if not current.finished.is_set():
+                return  # one build at a time: install() handles this file itself
+            self._discard()
+        job = _Prepared(path)
+        try:
+            job.staged = self._backend.stage_state(self.batch_bytes)
+        except Exception as exc:  # noqa: BLE001 - e.g. the backend refuses installs
+            log.warning("cannot stage snapshot %s ahead of install: %s", path, exc)
+            return
+        self._prepared = job
+        try:
+            await self._threads.run(self._fill_prepared, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if not job.finished.is_set():  # the worker never ran (loop shutting down)
+                job.finished.set()
+                job.staged.abort()
+            if not isinstance(exc, _Cancelled):
+                log.warning("staging snapshot %s ahead of install failed: %s", path, exc)
+            if self._prepared is job:
+                self._prepared = None
+
+    def _fill_prepared(self, job: _Prepared) -> None:
+        staged = job.staged
+        assert staged is not None
+        try:
+            verify_file(job.path)
+            self._fill(staged, job.path, job.cancel)
+            staged.flush()  # the switch on the loop then writes only the final ops
+            job.ok = True
+        except BaseException:
+            staged.abort()
+            raise
+        finally:
+            job.finished.set()
+
+    def _discard(self) -> None:
+        """Drop a prepared state (waiting for its worker thread to notice)."""
+        job, self._prepared = self._prepared, None
+        if job is None:
+            return
+        job.cancel.set()
+        # Blocks the loop only until the worker sees the flag (one record).
+        if not job.finished.wait(60):
+            raise RuntimeError(f"staging snapshot {job.path} did not stop")
+        if job.staged is not None:
+            job.staged.abort()
+
+    async def stop(self) -> None:
+        """No more preparing; wait for a running build and drop what was staged."""
+        self._stopped = True
+        if self._prepared is not None:
+            self._prepared.cancel.set()
+        await self._threads.drain()
+        with contextlib.suppress(Exception):
+            self._discard()
+
+    # --- the install (driver, on the loop) -------------------------------------------
 
     def install(self, snapshot: Snapshot, hard_state: HardState | None, current: HardState) -> None:
         """Replace the state with the spooled file named by `snapshot.data`.
@@ -332,40 +468,71 @@ class SnapshotInstaller:
         hs = hard_state or current
         hs = HardState(hs.term, hs.vote, max(hs.commit, md.index))
         b = self._backend
-        batch = b.batch()
-        batch.delete_range("kv", b"", _KEY_END)
-        batch.delete_range("lease", b"", _KEY_END)
-        for key, _ in b.iterate("meta"):
-            if bytes(key) not in LOCAL_META_KEYS:
-                batch.delete("meta", bytes(key))
-        try:
-            for family, key, value in read_records(path, verify=True):
-                if family == "meta" and key in LOCAL_META_KEYS:
-                    continue
-                batch.put(family, key, value)
-        except (BackupError, OSError) as exc:
-            raise RuntimeError(f"cannot install snapshot {path}: {exc}") from exc
-        batch.put("meta", APPLIED_INDEX_KEY, _U64.pack(md.index))
-        batch.put("meta", APPLIED_TERM_KEY, _U64.pack(md.term))
-        # Raft side, same layout as storage/raft_log.py: the log restarts at the snapshot.
-        from kvstore.storage.raft_log import (
-            HARD_STATE_KEY,
-            LAST_INDEX_KEY,
-            LOG_CF,
-            LOG_START_KEY,
-            SNAPSHOT_KEY,
-            STATE_CF,
-            encode_snapshot,
-        )
+        job = self._prepared
+        staged: StagedState | None = None
+        if job is not None and job.path == path and job.finished.is_set() and job.ok:
+            self._prepared = None
+            staged = job.staged  # built from this very file after its checksum check
+        else:
+            self._discard()
+        if staged is None:
+            try:
+                # The whole file is checked before the backend is touched at all.
+                verify_file(path)
+            except (BackupError, OSError) as exc:
+                raise RuntimeError(f"cannot install snapshot {path}: {exc}") from exc
+        # Member-local identity stays; the applied index/term are the snapshot's.
+        local = {}
+        for key in LOCAL_META_KEYS:
+            value = b.get("meta", key)
+            if value is not None:
+                local[key] = bytes(value)
 
-        batch.delete_range(LOG_CF, b"", _KEY_END)
-        batch.put(STATE_CF, LOG_START_KEY, _U64X2.pack(md.index, md.term))
-        batch.put(STATE_CF, LAST_INDEX_KEY, _U64.pack(md.index))
-        batch.put(STATE_CF, SNAPSHOT_KEY, encode_snapshot(Snapshot(md, b"")))
-        batch.put(STATE_CF, HARD_STATE_KEY, _U64X3.pack(hs.term, hs.vote, hs.commit))
-        b.write(batch, True)
+        def final(batch: Any) -> None:
+            # In the switching write: "meta" here is the NEW generation's.
+            for key, value in local.items():
+                batch.put("meta", key, value)
+            batch.put("meta", APPLIED_INDEX_KEY, _U64.pack(md.index))
+            batch.put("meta", APPLIED_TERM_KEY, _U64.pack(md.term))
+            # Raft side, same layout as storage/raft_log.py: the log restarts at the snapshot.
+            batch.delete_range(LOG_CF, b"", _KEY_END)
+            batch.put(STATE_CF, LOG_START_KEY, _U64X2.pack(md.index, md.term))
+            batch.put(STATE_CF, LAST_INDEX_KEY, _U64.pack(md.index))
+            batch.put(STATE_CF, SNAPSHOT_KEY, encode_snapshot(Snapshot(md, b"")))
+            batch.put(STATE_CF, HARD_STATE_KEY, _U64X3.pack(hs.term, hs.vote, hs.commit))
+
+        fresh = staged is None
+        if staged is None:
+            staged = b.stage_state(self.batch_bytes)
+        else:
+            self.prepared_installs += 1
+        with staged:  # leaving without commit drops the staged families
+            if fresh:
+                self._fill(staged, path, None)
+            staged.commit(final)
+        self.last_batches = staged.batches_written
+        self.last_max_batch_bytes = staged.max_batch_bytes
         self.installed += 1
         _remove_spooled(path.parent, md.index)
-        log.info("installed snapshot at index %d (term %d)", md.index, md.term)
+        log.info(
+            "installed snapshot at index %d (term %d): %d records in %d batches, %s",
+            md.index, md.term, staged.records, staged.batches_written,
+            "built on the loop" if fresh else "staged ahead by a worker thread",
+        )  # fmt: skip
         for reload in self.reloaders:
             reload(snapshot)
+
+    @staticmethod
+    def _fill(staged: StagedState, path: Path, cancel: threading.Event | None) -> None:
+        """Put every replicated record of the file into `staged` (not its applied
+        index/term nor member-local keys: the switch writes those)."""
+        skip = LOCAL_META_KEYS | {APPLIED_INDEX_KEY, APPLIED_TERM_KEY}
+        try:
+            for family, key, value in read_records(path, verify=False):
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled(str(path))
+                if family == "meta" and key in skip:
+                    continue
+                staged.put(family, key, value)
+        except (BackupError, OSError) as exc:
+            raise RuntimeError(f"cannot install snapshot {path}: {exc}") from exc

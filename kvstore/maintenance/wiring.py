@@ -9,7 +9,8 @@ after the driver, transport and KvServer exist and before the driver runs:
 - KvServer: `kv.maintenance` (Hash, HashKV, Snapshot, Defragment, Alarm,
   quota check, Status errors);
 - transport: outgoing MSG_SNAP -> SnapshotSender, inbound SendSnapshot ->
-  SnapshotReceiver; driver: `snapshot_installer` (atomic state swap);
+  SnapshotReceiver; driver: `snapshot_installer` (atomic state swap, staged
+  in bounded batches as the backend's next state generation);
 - auto-compaction task (leader only).
 
 Never: requires a part to use its hook: the hooks are plain attributes
@@ -92,6 +93,8 @@ class Maintenance:
             self._task = None
         if self.sender is not None:
             await self.sender.stop()
+        if self.installer is not None:
+            await self.installer.stop()  # before the backend closes: no staging thread left
         if self.service is not None:
             await self.service.stop()
 
@@ -143,8 +146,12 @@ def attach_maintenance(node: Any, settings: MaintenanceSettings | None = None) -
         report=report,
         channel_options=CHANNEL_OPTIONS,
     )
-    m.receiver = SnapshotReceiver(spool, cluster_id=data.cluster_id, deliver=driver.deliver)
     m.installer = SnapshotInstaller(backend, [_reloader(node, alarms), _notify(m)])
+    # The receiver has the installer stage the state off the loop before Raft
+    # gets the message; the driver's install then only switches.
+    m.receiver = SnapshotReceiver(
+        spool, cluster_id=data.cluster_id, deliver=driver.deliver, prepare=m.installer.prepare
+    )
     transport.snapshot_sender = m.sender.send
     transport.snapshot_receiver = m.receiver.handle
     driver.snapshot_installer = m.installer.install

@@ -13,7 +13,11 @@ Layout:  <data-dir>/member.json   name, member id, cluster id (checked before
                           raft_log, raft_state) — raft log, hard state, MVCC
                           data and the applied index live in one database so a
                           synced raft write also makes earlier apply batches
-                          durable.
+                          durable. After a Raft snapshot install the state
+                          families are a later generation (`kv@g<n>`, ...);
+                          `Backend.open` is the startup recovery of an
+                          install a crash interrupted: it keeps the generation
+                          the database records and drops the other one.
 
 Never: deletes or rewrites anything in an existing data dir it refuses; every
 refusal is a DataDirError with one line naming the directory.
