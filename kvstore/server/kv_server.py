@@ -258,6 +258,11 @@ class KvServer:
         return self._cluster.leader_client_address()
 
     @property
+    def election_timeout_s(self) -> float:
+        """The member's election timeout (streams' leader monitor checks at this period)."""
+        return self._driver.election_timeout_s
+
+    @property
     def is_leader(self) -> bool:
         return self._driver.role == Role.LEADER
 

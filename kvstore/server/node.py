@@ -111,7 +111,7 @@ class NodeDriver:
         self._transport = transport
         self.member_id = member_id
         self._tick_s = tick_interval_s
-        self._election_timeout_s = election_timeout_s
+        self.election_timeout_s = election_timeout_s
         self.request_timeout_s = request_timeout_s or (5.0 + 2 * election_timeout_s)
         self._clock = clock
         self.watch_hook = watch_hook
@@ -182,7 +182,7 @@ class NodeDriver:
             return
         if self.stopped:
             raise errors.STOPPED()
-        timeout = 2 * self._election_timeout_s if timeout_s is None else timeout_s
+        timeout = 2 * self.election_timeout_s if timeout_s is None else timeout_s
         try:
             await asyncio.wait_for(self._leader_known.wait(), timeout)
         except TimeoutError:
