@@ -10,59 +10,16 @@ deadlines (async_wait_until), never sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 import pytest
+from transport_harness import CLUSTER, Member, run  # noqa: E402
 
 from kvstore.pb import raftpb_pb2 as pb
 from kvstore.pb import raftpb_pb2_grpc as pb_grpc
 from kvstore.raft.types import Message, MessageType
 from kvstore.testing.waiting import async_wait_until
-from kvstore.transport import MEMBER_REMOVED, SERVER_OPTIONS, GrpcTransport
-
-CLUSTER = 0xC1
-
-
-def run(coro_fn: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    async def main() -> Any:
-        return await asyncio.wait_for(coro_fn(), timeout)
-
-    return asyncio.run(main())
-
-
-class Member:
-    """A transport with its own peer server, recording deliveries and removal reports."""
-
-    def __init__(self, member_id: int) -> None:
-        self.id = member_id
-        self.received: list[Message] = []
-        self.removed_calls = 0
-        self.transport = GrpcTransport(
-            member_id, CLUSTER, self.received.extend, on_removed=self._on_removed
-        )
-        self.server: grpc.aio.Server | None = None
-        self.port = 0
-
-    def _on_removed(self) -> None:
-        self.removed_calls += 1
-
-    async def serve(self) -> None:
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
-        self.transport.add_to_server(self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        assert self.port, "could not bind"
-        await self.server.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def close(self) -> None:
-        await self.transport.stop()
-        if self.server is not None:
-            await self.server.stop(grace=None)
+from kvstore.transport import MEMBER_REMOVED
 
 
 def heartbeat(sender: int, to: int, term: int = 1) -> Message:
