@@ -8,6 +8,8 @@ Owns: etcdctl 3.4-compatible output of these verbs (member IDs in hex,
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -277,7 +279,7 @@ def snapshot_save(s: Settings, filename, progress):
     """Stream a snapshot of one member's backend to FILENAME."""
     client = s.client()
     endpoint = s.endpoints[0] if len(s.endpoints) == 1 else None
-    show = progress if progress is not None else click.get_text_stream("stderr").isatty()
+    show = progress if progress is not None else sys.stderr.isatty()
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
