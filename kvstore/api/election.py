@@ -23,11 +23,10 @@ import grpc
 from kvstore import errors
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.lock import (
+    claim_key,
     delete_quietly,
     first_create,
-    key_lease_suffix,
     prefix_end,
-    session_lease,
     still_owned,
     wait_deletes,
 )
@@ -56,29 +55,13 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     @grpc_errors
     async def Campaign(self, request: Any, context: Context) -> Any:  # noqa: N802
         kv = self._kv
-        lease = await session_lease(self._leases, request.lease)
         pfx = request.name + b"/"
-        key = pfx + key_lease_suffix(lease)
-        txn = rpc_pb2.TxnRequest(
-            compare=[
-                Compare(key=key, target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
-            ],
-            success=[
-                rpc_pb2.RequestOp(
-                    request_put=rpc_pb2.PutRequest(key=key, value=request.value, lease=lease)
-                )
-            ],
-            failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))],
+        key, lease, rev, resp = await claim_key(
+            kv, self._leases, request.name, request.lease, request.value
         )
-        resp = await kv.txn(txn)
-        leader = v3election_pb2.LeaderKey(
-            name=request.name, key=key, rev=resp.header.revision, lease=lease
-        )
-        if not resp.succeeded:
-            current = resp.responses[0].response_range.kvs[0]
-            leader.rev = current.create_revision
-            if current.value != request.value:
-                await self._proclaim(leader, request.value)
+        leader = v3election_pb2.LeaderKey(name=request.name, key=key, rev=rev, lease=lease)
+        if not resp.succeeded and resp.responses[0].response_range.kvs[0].value != request.value:
+            await self._proclaim(leader, request.value)
         try:
             await wait_deletes(kv, self._hub, pfx, leader.rev - 1)
         except BaseException:

@@ -64,6 +64,37 @@ async def session_lease(leases: Any, lease: int) -> int:
     return resp.ID
 
 
+async def claim_key(
+    kv: Any, leases: Any, name: bytes, lease: int, value: bytes = b"", *reads: Any
+) -> tuple[bytes, int, int, Any]:
+    """concurrency's newKey step shared by Lock and Campaign: create
+    `name/<lease hex>` under the caller's (or a new session) lease unless it
+    already exists (a retry of the same session), running `reads` (RangeRequests)
+    in the same Txn either way. Returns (key, lease, the key's create revision,
+    the Txn response: responses[0] is the put or the key's range, then `reads`)."""
+    lease = await session_lease(leases, lease)
+    key = name + b"/" + key_lease_suffix(lease)
+    also = [rpc_pb2.RequestOp(request_range=r) for r in reads]
+    resp = await kv.txn(
+        rpc_pb2.TxnRequest(
+            compare=[
+                Compare(key=key, target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
+            ],
+            success=[
+                rpc_pb2.RequestOp(
+                    request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease)
+                ),
+                *also,
+            ],
+            failure=[rpc_pb2.RequestOp(request_range=RangeRequest(key=key)), *also],
+        )
+    )
+    create_rev = resp.header.revision
+    if not resp.succeeded:
+        create_rev = resp.responses[0].response_range.kvs[0].create_revision
+    return key, lease, create_rev, resp
+
+
 async def wait_delete(hub: Any, key: bytes, revision: int) -> None:
     """Return once `key` is deleted at or after `revision` (or history for it
     was compacted away: the caller re-reads the state in that case)."""
@@ -125,26 +156,10 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
     @grpc_errors
     async def Lock(self, request: Any, context: Context) -> Any:  # noqa: N802
         kv = self._kv
-        lease = await session_lease(self._leases, request.lease)
         pfx = request.name + b"/"
-        key = pfx + key_lease_suffix(lease)
-        txn = rpc_pb2.TxnRequest(
-            compare=[
-                Compare(key=key, target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
-            ],
-            success=[
-                rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, lease=lease)),
-                rpc_pb2.RequestOp(request_range=first_create(pfx)),
-            ],
-            failure=[
-                rpc_pb2.RequestOp(request_range=RangeRequest(key=key)),
-                rpc_pb2.RequestOp(request_range=first_create(pfx)),
-            ],
+        key, _, my_rev, resp = await claim_key(
+            kv, self._leases, request.name, request.lease, b"", first_create(pfx)
         )
-        resp = await kv.txn(txn)
-        my_rev = resp.header.revision
-        if not resp.succeeded:
-            my_rev = resp.responses[0].response_range.kvs[0].create_revision
         owner = resp.responses[1].response_range.kvs
         header = resp.header
         if owner and owner[0].create_revision != my_rev:

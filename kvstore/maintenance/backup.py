@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvstore.storage.fsutil import fsync_dir
+
 MAGIC = b"KVSTORE-SNAPSHOT/1\n"
 HASH_LEN = 32
 CHUNK_BYTES = 32 * 1024  # etcd streams 32 KiB blobs
@@ -123,7 +125,7 @@ def write_records(
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     info.size = size + HASH_LEN
     info.sha256 = digest
     return info
@@ -220,11 +222,3 @@ def iter_chunks(
     if len(trailer) != HASH_LEN:
         raise BackupError(f"{path}: truncated while streaming")
     yield trailer, 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -28,6 +28,7 @@ from kvstore.maintenance.backup import (
     read_records,
     verify_file,
 )
+from kvstore.storage.fsutil import fsync_dir
 
 # Replicated meta keys that describe the SOURCE cluster's Raft state: a
 # restored member starts a new cluster, so they are not restored.
@@ -108,7 +109,7 @@ def restore_data_dir(
         if target.exists():
             target.rmdir()  # empty (checked above)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BackupError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RestoreError(str(exc)) from exc
@@ -116,11 +117,3 @@ def restore_data_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return RestoreResult(str(target), cfg.member_id, cfg.cluster_id, keys, records)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -42,6 +42,7 @@ from kvstore.server.applier import (
 from kvstore.server.config import NodeConfig
 from kvstore.server.errors import DataDirError
 from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, Member, MemberTable
+from kvstore.storage.fsutil import fsync_dir
 
 CLUSTER_ID_KEY = b"cluster_id"
 MEMBER_ID_KEY = b"member_id"
@@ -101,11 +102,7 @@ class Identity:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path / IDENTITY_FILE)
-        dir_fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path)
 
 
 def check_identity(cfg: NodeConfig, path: Path, ident: Identity) -> None:

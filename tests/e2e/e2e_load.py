@@ -1,5 +1,6 @@
-"""Client-side helpers for the crash tests: raw etcd stubs, a bounded write
-load that records every acknowledged write, and convergence checks."""
+"""Client-side helpers for the end-to-end tests: raw etcd stubs, a bounded
+write load that records every acknowledged write, and convergence checks
+(member list, HashKV)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,34 @@ def dump_prefix(endpoint: str, prefix: bytes, serializable: bool = True) -> dict
             timeout=10,
         )
     return {kv.key: kv.value for kv in resp.kvs}
+
+
+def put_many(endpoint: str, n: int, prefix: bytes) -> int:
+    """Put `prefix%04d` = `v%d` for i < n, one call each; returns the last revision."""
+    ch, kv = kv_stub(endpoint)
+    with ch:
+        rev = 0
+        for i in range(n):
+            rev = kv.Put(
+                rpc_pb2.PutRequest(key=prefix + b"%04d" % i, value=b"v%d" % i), timeout=10
+            ).header.revision
+        return rev
+
+
+def member_list(endpoint: str) -> list:
+    with grpc.insecure_channel(endpoint) as ch:
+        stub = rpc_pb2_grpc.ClusterStub(ch)
+        return list(stub.MemberList(rpc_pb2.MemberListRequest(), timeout=5).members)
+
+
+def hash_kv(endpoint: str, rev: int) -> int | None:
+    """HashKV at `rev`, or None while the member is down or not yet at `rev`."""
+    try:
+        with grpc.insecure_channel(endpoint) as ch:
+            stub = rpc_pb2_grpc.MaintenanceStub(ch)
+            return stub.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=5).hash
+    except grpc.RpcError:
+        return None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from e2e_load import hash_kv, member_list, put_many  # noqa: E402
 
 from kvstore.devcluster import TOKEN, LocalCluster, child_env
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
@@ -28,32 +29,6 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
-def put_many(endpoint: str, n: int, prefix: bytes) -> int:
-    with grpc.insecure_channel(endpoint) as ch:
-        kv = rpc_pb2_grpc.KVStub(ch)
-        rev = 0
-        for i in range(n):
-            rev = kv.Put(
-                rpc_pb2.PutRequest(key=prefix + b"%04d" % i, value=b"v"), timeout=10
-            ).header.revision
-        return rev
-
-
-def members(endpoint: str) -> list:
-    with grpc.insecure_channel(endpoint) as ch:
-        stub = rpc_pb2_grpc.ClusterStub(ch)
-        return list(stub.MemberList(rpc_pb2.MemberListRequest(), timeout=5).members)
-
-
-def hash_kv(endpoint: str, rev: int) -> int | None:
-    try:
-        with grpc.insecure_channel(endpoint) as ch:
-            stub = rpc_pb2_grpc.MaintenanceStub(ch)
-            return stub.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=5).hash
-    except grpc.RpcError:
-        return None  # down, or not yet at `rev`
-
-
 def test_add_learner_join_promote_update_remove(tmp_path: Path) -> None:
     cluster = LocalCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", "30"))
     with cluster:
@@ -65,7 +40,7 @@ def test_add_learner_join_promote_update_remove(tmp_path: Path) -> None:
         env = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("ETCD_"))
         initial_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
         assert env["ETCD_INITIAL_CLUSTER_STATE"].strip('"') == "existing"
-        new = next(m for m in members(cluster.endpoints[0]) if peer_url in m.peerURLs)
+        new = next(m for m in member_list(cluster.endpoints[0]) if peer_url in m.peerURLs)
         assert new.isLearner and not new.name
 
         # Promote before it has started: refused with etcd's error.
@@ -134,7 +109,7 @@ def test_add_learner_join_promote_update_remove(tmp_path: Path) -> None:
 
             out = ok(cluster.etcdctl("member", "remove", f"{new.ID:x}"))
             assert "removed from cluster" in out
-            assert len(members(cluster.endpoints[0])) == 3
+            assert len(member_list(cluster.endpoints[0])) == 3
             put_many(cluster.endpoints[1], 3, b"after-remove/")
         finally:
             proc.terminate()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from e2e_load import hash_kv, put_many  # noqa: E402
 
 from kvstore.devcluster import LocalCluster
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
@@ -18,26 +19,6 @@ from kvstore.testing.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 SNAPSHOT_COUNT = 40
-
-
-def put_many(endpoint: str, n: int, prefix: bytes) -> int:
-    with grpc.insecure_channel(endpoint) as ch:
-        kv = rpc_pb2_grpc.KVStub(ch)
-        rev = 0
-        for i in range(n):
-            rev = kv.Put(
-                rpc_pb2.PutRequest(key=prefix + b"%04d" % i, value=b"v%d" % i), timeout=10
-            ).header.revision
-        return rev
-
-
-def hash_kv(endpoint: str, rev: int) -> int | None:
-    try:
-        with grpc.insecure_channel(endpoint) as ch:
-            stub = rpc_pb2_grpc.MaintenanceStub(ch)
-            return stub.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=5).hash
-    except grpc.RpcError:
-        return None  # down, or not yet at `rev` (future revision)
 
 
 def all_equal(cluster: LocalCluster, rev: int) -> set[int] | None:

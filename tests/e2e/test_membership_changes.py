@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("kvstore.pb.rpc_pb2")
 pytest.importorskip("kvstore.transport")
 
-from e2e_load import WriteLoad, dump_prefix  # noqa: E402
+from e2e_load import WriteLoad, dump_prefix, hash_kv  # noqa: E402
 
 from kvstore import errors  # noqa: E402
 from kvstore.devcluster import LocalCluster  # noqa: E402
@@ -120,15 +120,6 @@ def wait_started(cluster: LocalCluster, name: str, mid: int) -> None:
         return any((m.ID, m.name) == (mid, name) for m in member_list(cluster.endpoints[0]))
 
     wait_until(published, timeout=60, interval=0.2, what=f"{name} published its name")
-
-
-def hash_kv(endpoint: str, rev: int) -> int | None:
-    try:
-        with grpc.insecure_channel(endpoint) as ch:
-            stub = rpc_pb2_grpc.MaintenanceStub(ch)
-            return stub.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=5).hash
-    except grpc.RpcError:
-        return None  # not at `rev` yet, or busy
 
 
 def current_revision(endpoint: str) -> int:

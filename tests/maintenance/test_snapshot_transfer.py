@@ -30,6 +30,7 @@ from kvstore.raft.types import (
     SnapshotMetadata,
 )
 from kvstore.storage.raft_log import RocksLogStorage
+from kvstore.testing.waiting import async_wait_until
 
 CLUSTER = 0xC1
 MEMBERS = json.dumps(
@@ -78,9 +79,7 @@ async def _transfer(leader, spool: Path, *, cluster: int = CLUSTER) -> tuple[lis
         stale = Snapshot(SnapshotMetadata(500, 3, ConfState((1, 2))), b"")
         sender.send(Message(MessageType.SNAP, to=2, sender=1, term=5, snapshot=stale))
         sender.send(Message(MessageType.SNAP, to=2, sender=1, term=5, snapshot=stale))  # dup
-        deadline = asyncio.get_running_loop().time() + 30
-        while not reports and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        await async_wait_until(lambda: reports, timeout=30, what="a snapshot report")
         await sender.stop()
         return delivered, reports, sender
     finally:
