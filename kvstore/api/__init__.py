@@ -1,7 +1,8 @@
 """kvstore's client-facing gRPC API: etcd v3 KV, Watch, Lease, Maintenance,
 Cluster, Lock, Election, Health.
 
-Owns: registering the servicers on a `grpc.aio.Server` (`add_servicers`)
+Owns: registering the servicers on a `grpc.aio.Server` (`add_servicers`,
+through one `MethodTable`: see api.method_table for why)
 and the server options clients depend on (`grpc_server_options`,
 `GRPC_SERVER_OPTIONS`: receive limit = max-request-bytes + 512 KiB,
 keepalive policy for Go clients).
@@ -26,6 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from kvstore.api.method_table import MethodTable
 from kvstore.api.options import (
     DEFAULT_MAX_REQUEST_BYTES,
     GRPC_SERVER_OPTIONS,
@@ -60,7 +62,8 @@ def add_servicers(
 
     if metrics is None:
         metrics = getattr(kv, "metrics", None)
-    add = _Registrar(server, metrics)
+    table = MethodTable()
+    add = _Registrar(table, metrics)
     add(
         rpc_pb2_grpc.add_KVServicer_to_server,
         KvServicer(kv, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops),
@@ -73,12 +76,13 @@ def add_servicers(
     # The aio HealthServicer starts with the overall service ("") SERVING.
     add(health_pb2_grpc.add_HealthServicer_to_server, health_aio.HealthServicer(),
         "grpc.health.v1.Health")  # fmt: skip
+    table.install(server)
 
 
 class _Registrar:
     """Instrument a servicer (when metrics are on), then register it."""
 
-    def __init__(self, server: grpc.aio.Server, metrics: Any) -> None:
+    def __init__(self, server: MethodTable, metrics: Any) -> None:
         self.server = server
         self._metrics = metrics
 
