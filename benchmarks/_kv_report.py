@@ -134,13 +134,14 @@ def detail_table(name: str, rows: list[Summary]) -> str:
     return "\n".join(lines)
 
 
-def compare_table(target: list[Summary], etcd: list[Summary]) -> str:
+def compare_table(target: list[Summary], etcd: list[Summary], name: str = "target") -> str:
     by_key = {(s.workload, s.clients): s for s in etcd}
     head = (
-        f"{'workload':<17} {'clients':>7} | {'target ops/s':>12} {'p50':>7} {'p99':>7} | "
+        f"{'workload':<17} {'clients':>7} | {name + ' ops/s':>12} {'p50':>7} {'p99':>7} | "
         f"{'etcd ops/s':>10} {'p50':>7} {'p99':>7} | {'ops ratio':>9} {'p99 ratio':>9}"
     )
-    lines = ["== target vs etcd (latencies in ms; ops ratio = target/etcd)", head, "-" * len(head)]
+    title = f"== {name} vs etcd (latencies in ms; ops ratio = {name}/etcd)"
+    lines = [title, head, "-" * len(head)]
     for t in target:
         e = by_key.get((t.workload, t.clients))
         if e is None:

@@ -22,6 +22,7 @@ Examples:
     python benchmarks/kv_bench.py --endpoints 127.0.0.1:2379,127.0.0.1:22379,127.0.0.1:32379
     python benchmarks/kv_bench.py --target-etcd --compare-etcd   # etcd vs etcd: ratio ~ 1
     python benchmarks/kv_bench.py --calibrate --workloads put --clients 1,16,64
+    python benchmarks/kv_bench.py --start-kvstore --compare-etcd --compare-null  # + the floor
 """
 
 from __future__ import annotations
@@ -71,26 +72,34 @@ def _started(
 
 
 @contextlib.contextmanager
-def _null_system(value_size: int) -> Iterator[tuple[list[str], list[int] | None]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_null_kv_server.py"), "--port", str(port),
-         "--value-size", str(value_size), "--max-seconds", "1800"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+def _null_system(value_size: int, count: int = 1) -> Iterator[tuple[list[str], list[int] | None]]:
+    """`count` null servers (one per would-be member), each its own process."""
+    procs: list[subprocess.Popen[str]] = []
+    endpoints = []
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # bounded: the child prints or exits
-        if not line.startswith("ready"):
-            raise RuntimeError(f"null server failed to start (exit {proc.poll()})")
-        yield [f"127.0.0.1:{port}"], [proc.pid]
+        for _ in range(count):
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "_null_kv_server.py"), "--port", str(port),
+                 "--value-size", str(value_size), "--max-seconds", "1800"],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # bounded: the child prints or exits
+            if not line.startswith("ready"):
+                raise RuntimeError(f"null server failed to start (exit {proc.poll()})")
+            endpoints.append(f"127.0.0.1:{port}")
+        yield endpoints, [p.pid for p in procs]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _procs_for(clients: int, procs_arg: str) -> int:
@@ -240,6 +249,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the same workloads against a fresh local 3-node etcd",
     )
     ap.add_argument(
+        "--compare-null",
+        action="store_true",
+        help="also run the workloads against --cluster-size null grpc.aio servers (fixed "
+        "answers, no work): the floor any grpc.aio server pays, shown against etcd",
+    )
+    ap.add_argument(
         "--server-pids", default="", help="pids of an --endpoints cluster, to report its CPU use"
     )
     ap.add_argument("--cluster-size", type=int, default=3, help="members of started clusters")
@@ -344,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = [target]
     if args.compare_etcd:
         plan.append(("etcd", lambda: _started("etcd", args.cluster_size, etcd_args)))
+    if args.compare_null:
+        plan.append(("null", lambda: _null_system(args.value_size, args.cluster_size)))
     results = run_all(plan, args, log)
 
     print()
@@ -354,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     if etcd_rows is not None:
         print(compare_table(results[target[0]], etcd_rows))
         print()
+        if "null" in results:
+            print(compare_table(results["null"], etcd_rows, name="null"))
+            print()
     checks = evaluate_targets(results[target[0]], etcd_rows)
     print(checks_table(checks))
     warning = noise_warning([s for rows in results.values() for s in rows])
