@@ -120,7 +120,7 @@ class MaintenanceService:
             "defragmented: %d -> %d bytes in %.2fs",
             result.size_before, result.size_after, result.seconds,
         )  # fmt: skip
-        return rpc_pb2.DefragmentResponse(header=self._kv.header())
+        return rpc_pb2.DefragmentResponse()  # no header, as etcd 3.4
 
     # ------------------------------------------------------------- alarm
     async def alarm(self, req: Any) -> Any:

@@ -215,4 +215,4 @@ class ClusterOps:
                 if loop.time() >= deadline:
                     raise errors.TIMEOUT()
                 await asyncio.sleep(0.01)
-        return _pb().MoveLeaderResponse(header=self._header())
+        return _pb().MoveLeaderResponse()  # no header, as etcd 3.4

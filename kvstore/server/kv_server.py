@@ -228,7 +228,8 @@ class KvServer:
     async def defragment(self, req: Any) -> Any:
         if self.maintenance is not None:
             return await self.maintenance.defragment(req)
-        return _pb().DefragmentResponse(header=self.header())  # RocksDB compacts by itself
+        # RocksDB compacts by itself. etcd 3.4 answers Defragment without a header.
+        return _pb().DefragmentResponse()
 
     def hash_kv(self, req: Any) -> Any:
         """CRC-32 of the MVCC history up to req.revision (0: current); equal on

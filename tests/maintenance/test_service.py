@@ -84,7 +84,7 @@ def test_snapshot_hash_hashkv_defragment(member, tmp_path: Path) -> None:
         hk = svc.hash_kv(rpc_pb2.HashKVRequest())
         assert (hk.hash, hk.compact_revision) == (*member.store.hash_kv(0)[:1], -1)
         resp = await svc.defragment(rpc_pb2.DefragmentRequest())
-        assert resp.header.member_id == FakeKv.member_id
+        assert not resp.HasField("header")  # etcd 3.4 sends none
         assert (await svc.hash(rpc_pb2.HashRequest())).hash == h1  # data unchanged
         await svc.stop()
 
