@@ -26,6 +26,11 @@ def etcd_available() -> bool:
     return shutil.which(ETCD_BIN) is not None and shutil.which(ETCDCTL_BIN) is not None
 
 
+def etcdctl_available() -> bool:
+    """Enough to drive a kvstore cluster with the real etcdctl (no etcd server)."""
+    return shutil.which(ETCDCTL_BIN) is not None
+
+
 @dataclass
 class _Member:
     name: str
