@@ -36,6 +36,14 @@ METHOD = f"/{SERVICE}/Members"
 FETCH_RPC_TIMEOUT_S = 3.0
 FETCH_TOTAL_TIMEOUT_S = 30.0
 FETCH_RETRY_S = 0.25
+# A peer that answers without this member may only lag behind the MemberAdd
+# (a follower applies it after the leader answered etcdctl): ask again for
+# this long before calling the member unknown.
+NOT_LISTED_GRACE_S = 5.0
+
+
+class NotListedError(StartupError):
+    """The fetched member table does not list this member's peer URLs."""
 
 
 def encode_cluster(cluster_id: int, member_id: int, members: MemberTable) -> bytes:
@@ -94,7 +102,7 @@ def find_self(cfg: NodeConfig, cluster_id: int, table: MemberTable) -> JoinInfo:
     when it has already run with another data dir."""
     me = table.find_by_peer_urls(cfg.initial_advertise_peer_urls)
     if me is None:
-        raise StartupError(
+        raise NotListedError(
             f"cluster {cluster_id:x} has no member with peer URLs "
             f"{','.join(cfg.initial_advertise_peer_urls)}; add it first "
             "(etcdctl member add) and start it with the URLs given there"
@@ -146,6 +154,7 @@ async def fetch_join_info(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + total_timeout_s
     failures: dict[str, str] = {}
+    not_listed_since: float | None = None
     while True:
         for url in urls:
             try:
@@ -157,7 +166,14 @@ async def fetch_join_info(
             if not cid:
                 failures[url] = "answered without a cluster id"
                 continue
-            info = find_self(cfg, cid, table)
+            try:
+                info = find_self(cfg, cid, table)
+            except NotListedError:
+                now = loop.time()
+                not_listed_since = now if not_listed_since is None else not_listed_since
+                if now - not_listed_since >= NOT_LISTED_GRACE_S or now >= deadline:
+                    raise
+                continue
             log.info(
                 "joining cluster %x as member %x (member list from %x at %s)",
                 cid, info.member_id, responder, url,

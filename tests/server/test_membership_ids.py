@@ -111,6 +111,47 @@ def test_find_self_picks_the_member_by_peer_urls_whatever_the_history() -> None:
         find_self(cfg, cid, decoded)
 
 
+def _joiner_cfg() -> NodeConfig:
+    return NodeConfig(
+        name="new",
+        listen_peer_urls=(URL,),
+        initial_advertise_peer_urls=(URL,),
+        initial_cluster=f"a=http://127.0.0.1:1,b=http://127.0.0.1:2,new={URL}",
+        initial_cluster_state="existing",
+    ).validate()
+
+
+def test_a_peer_lagging_behind_member_add_is_asked_again(monkeypatch) -> None:
+    """A follower may answer before it applied the MemberAdd: the joiner
+    retries (other peers, then again) instead of failing at once."""
+    from kvstore.server import join
+
+    without = MemberTable([Member(11, "a", ["http://127.0.0.1:1"])])
+    with_me = MemberTable([Member(11, "a", ["http://127.0.0.1:1"]), Member(99, "", [URL])])
+    answers = iter([without, without, without, with_me])
+
+    async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
+        return 0xABC, 11, next(answers)
+
+    monkeypatch.setattr(join, "fetch_one", fake_fetch)
+    monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
+    info = asyncio.run(join.fetch_join_info(_joiner_cfg()))
+    assert (info.member_id, info.cluster_id) == (99, 0xABC)
+
+
+def test_a_member_never_added_fails_after_the_grace(monkeypatch) -> None:
+    from kvstore.server import join
+
+    async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
+        return 0xABC, 11, MemberTable([Member(11, "a", ["http://127.0.0.1:1"])])
+
+    monkeypatch.setattr(join, "fetch_one", fake_fetch)
+    monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
+    monkeypatch.setattr(join, "NOT_LISTED_GRACE_S", 0.05)
+    with pytest.raises(StartupError, match="add it first"):
+        asyncio.run(asyncio.wait_for(join.fetch_join_info(_joiner_cfg()), 10))
+
+
 def test_joined_data_dir_keeps_the_fetched_ids_across_restarts(tmp_path: Path) -> None:
     pytest.importorskip("kvstore.storage.raft_log")
     cfg = joiner(tmp_path, "a=http://127.0.0.1:1")
