@@ -6,9 +6,9 @@ dict, and is then registered on the real server as its only generic handler.
 
 Why: grpcio's aio server keeps one pending request future per *registered*
 method and runs `asyncio.wait` over all of them for every call it accepts.
-With the ~50 methods of the etcd API that wait cost ~100 µs of CPU per RPC
-(measured: serializable get at 64 clients, 3 members). Served through one
-generic handler, a call costs one dict lookup instead.
+With the ~50 methods of the etcd API that wait cost ~40 µs of CPU per RPC
+(measured: serializable get at 64 clients, 3 members: 454 -> 414 µs/op).
+Served through one generic handler, a call costs one dict lookup instead.
 Never: changes what a method does; a method unknown to the table is answered
 UNIMPLEMENTED by grpc as before.
 """

@@ -51,7 +51,7 @@ PUBLISH_ATTEMPT_ELECTIONS = 3
 # Appends in flight per follower before the leader waits for an ack. Small on
 # purpose: entries proposed meanwhile leave in ONE larger append, so followers
 # fsync and answer far less often. Put at 64 clients, 3 members on loopback
-# (benchmarks/kv_bench.py, interleaved A/B runs): 4 gave +15-30 % ops/s over
+# (benchmarks/kv_bench.py, interleaved A/B runs): 4 gave +10-30 % ops/s over
 # 256 (etcd's order of magnitude) and over 8, and matched 1 and 2; a 1 MiB
 # append per slot still keeps a catching-up follower's pipe full.
 MAX_INFLIGHT_APPENDS = 4
