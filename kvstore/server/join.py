@@ -170,7 +170,8 @@ async def fetch_join_info(
                 info = find_self(cfg, cid, table)
             except NotListedError:
                 now = loop.time()
-                not_listed_since = now if not_listed_since is None else not_listed_since
+                if not_listed_since is None:
+                    not_listed_since = now
                 if now - not_listed_since >= NOT_LISTED_GRACE_S or now >= deadline:
                     raise
                 continue

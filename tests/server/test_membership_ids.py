@@ -111,17 +111,10 @@ def test_find_self_picks_the_member_by_peer_urls_whatever_the_history() -> None:
         find_self(cfg, cid, decoded)
 
 
-def _joiner_cfg() -> NodeConfig:
-    return NodeConfig(
-        name="new",
-        listen_peer_urls=(URL,),
-        initial_advertise_peer_urls=(URL,),
-        initial_cluster=f"a=http://127.0.0.1:1,b=http://127.0.0.1:2,new={URL}",
-        initial_cluster_state="existing",
-    ).validate()
+TWO_PEERS = "a=http://127.0.0.1:1,b=http://127.0.0.1:2"
 
 
-def test_a_peer_lagging_behind_member_add_is_asked_again(monkeypatch) -> None:
+def test_a_peer_lagging_behind_member_add_is_asked_again(monkeypatch, tmp_path: Path) -> None:
     """A follower may answer before it applied the MemberAdd: the joiner
     retries (other peers, then again) instead of failing at once."""
     from kvstore.server import join
@@ -135,11 +128,11 @@ def test_a_peer_lagging_behind_member_add_is_asked_again(monkeypatch) -> None:
 
     monkeypatch.setattr(join, "fetch_one", fake_fetch)
     monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
-    info = asyncio.run(join.fetch_join_info(_joiner_cfg()))
+    info = asyncio.run(join.fetch_join_info(joiner(tmp_path, TWO_PEERS)))
     assert (info.member_id, info.cluster_id) == (99, 0xABC)
 
 
-def test_a_member_never_added_fails_after_the_grace(monkeypatch) -> None:
+def test_a_member_never_added_fails_after_the_grace(monkeypatch, tmp_path: Path) -> None:
     from kvstore.server import join
 
     async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
@@ -149,7 +142,7 @@ def test_a_member_never_added_fails_after_the_grace(monkeypatch) -> None:
     monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
     monkeypatch.setattr(join, "NOT_LISTED_GRACE_S", 0.05)
     with pytest.raises(StartupError, match="add it first"):
-        asyncio.run(asyncio.wait_for(join.fetch_join_info(_joiner_cfg()), 10))
+        asyncio.run(asyncio.wait_for(join.fetch_join_info(joiner(tmp_path, TWO_PEERS)), 10))
 
 
 def test_joined_data_dir_keeps_the_fetched_ids_across_restarts(tmp_path: Path) -> None:
