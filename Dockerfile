@@ -11,25 +11,36 @@
 # environment variable named like etcd's flag (KVSTORE_INITIAL_CLUSTER, ...).
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build stage: a virtualenv with kvstore and its dependencies, from wheels ----
+# ---- build stage: a virtualenv with kvstore and its locked dependencies ----
+# Every dependency is installed from requirements/runtime.txt (exact versions,
+# sha256 hashes); the kvstore wheel is built by the locked backend in
+# requirements/build.txt, and installed with --no-deps.
 FROM ${BASE_IMAGE} AS build
 ARG OFFLINE_WHEELS=0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-# The context is filtered by .dockerignore: pyproject.toml, README.md, kvstore/, wheels/.
+# The context is filtered by .dockerignore: pyproject.toml, README.md, kvstore/,
+# requirements/, wheels/.
 COPY . /src
 RUN set -eu; \
     python3 -m venv /opt/kvstore; \
+    pip=/opt/kvstore/bin/pip; \
     if [ "$OFFLINE_WHEELS" = 1 ]; then \
         if ! ls /src/wheels/kvstore-*.whl >/dev/null 2>&1; then \
             echo "OFFLINE_WHEELS=1 but wheels/ holds no kvstore wheel: run scripts/docker/build.sh" >&2; \
             exit 1; \
         fi; \
-        mkdir -p /wheels; cp /src/wheels/*.whl /wheels/; \
+        $pip install --no-index --find-links /src/wheels \
+            --require-hashes --no-deps -r /src/requirements/runtime.txt; \
+        mkdir -p /wheels; cp /src/wheels/kvstore-*.whl /wheels/; \
     else \
-        /opt/kvstore/bin/pip wheel --wheel-dir /wheels /src; \
+        $pip install --require-hashes --no-deps -r /src/requirements/runtime.txt; \
+        python3 -m venv /opt/build; \
+        /opt/build/bin/pip install --require-hashes --no-deps -r /src/requirements/build.txt; \
+        /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels /src; \
     fi; \
-    /opt/kvstore/bin/pip install --no-index --find-links /wheels kvstore; \
-    /opt/kvstore/bin/pip uninstall -y -q pip setuptools; \
+    $pip install --no-index --no-deps /wheels/kvstore-*.whl; \
+    $pip check; \
+    $pip uninstall -y -q pip setuptools; \
     /opt/kvstore/bin/kvstore --help >/dev/null
 
 # ---- runtime stage ----

@@ -8,6 +8,13 @@ Never: edits generated files by hand or touches anything outside kvstore/pb/.
 Invariant: kvstore/pb/ holds exactly the outputs of the current protos
 (stale `*_pb2*` files of deleted protos are removed).
 
+The check compares the generated code with the generator's version stamps masked
+(`GRPC_GENERATED_VERSION`, the protobuf gencode version and its runtime check), so
+it fails when a .proto changed and the stubs were not regenerated, not when a newer
+grpcio-tools is installed. Regeneration uses the grpcio-tools that requirements/
+pins (the one that made the committed stubs, whose stamps set pyproject's lower
+bounds for grpcio and protobuf).
+
 Usage:
     python scripts/gen_proto.py          # regenerate kvstore/pb/
     python scripts/gen_proto.py --check  # exit 1 if kvstore/pb/ is stale
@@ -16,7 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import filecmp
+import re
 import sys
 import tempfile
 from importlib import resources
@@ -73,12 +80,32 @@ def _generated_names(directory: Path) -> set[str]:
     return {p.name for p in directory.iterdir() if p.is_file() and _is_generated(p.name)}
 
 
+# The generator's version stamps: the only lines that change with the tool's release
+# rather than with the .proto sources.
+_STAMPS = (
+    re.compile(r"^GRPC_GENERATED_VERSION = '[^']*'$", re.M),
+    re.compile(r"^# Protobuf Python Version: .*$", re.M),
+    re.compile(
+        r"_runtime_version\.ValidateProtobufRuntimeVersion\(\s*"
+        r"_runtime_version\.Domain\.PUBLIC,\s*\d+,\s*\d+,\s*\d+,\s*'[^']*',"
+    ),
+)
+
+
+def normalised(text: str) -> str:
+    """`text` with the generator's version stamps masked."""
+    for stamp in _STAMPS:
+        text = stamp.sub("<generator version>", text)
+    return text
+
+
 def stale_files(fresh: Path, current: Path) -> list[str]:
-    """Names that differ between a fresh generation and the checked-in package."""
+    """Names whose content (stamps masked) differs between a fresh generation and the package."""
     want, have = _generated_names(fresh), _generated_names(current)
     diffs = sorted(want ^ have)
     for name in sorted(want & have):
-        if not filecmp.cmp(fresh / name, current / name, shallow=False):
+        new, old = (d / name for d in (fresh, current))
+        if normalised(new.read_text()) != normalised(old.read_text()):
             diffs.append(name)
     return diffs
 

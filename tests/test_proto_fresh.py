@@ -7,7 +7,9 @@ generated descriptors. Never regenerates anything in the working tree.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,47 @@ ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT.parent / "shared" / "ETCD_API.md"
 
 _SCALARS = {"int64", "uint64", "bytes", "string", "bool", "uint32"}
+
+
+def _gen_proto_module():  # noqa: ANN202 - a script, loaded by path
+    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _copy_pb(tmp_path: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copytree(ROOT / "kvstore" / "pb", target)
+    return target
+
+
+def test_staleness_ignores_only_the_generator_version_stamps(tmp_path: Path) -> None:
+    gen = _gen_proto_module()
+    committed = ROOT / "kvstore" / "pb"
+    newer = _copy_pb(tmp_path, "newer-generator")
+    grpc_file, pb_file = newer / "kv_pb2_grpc.py", newer / "kv_pb2.py"
+    text = grpc_file.read_text()
+    stamped = re.sub(r"GRPC_GENERATED_VERSION = '[^']*'", "GRPC_GENERATED_VERSION = '9.9.9'", text)
+    assert stamped != text
+    grpc_file.write_text(stamped)
+    text = pb_file.read_text()
+    stamped = re.sub(r"Protobuf Python Version: \S+", "Protobuf Python Version: 9.1.2", text)
+    stamped = re.sub(r"(Domain\.PUBLIC,\s*)\d+,\s*\d+,\s*\d+,", r"\g<1>9, 1, 2,", stamped)
+    assert stamped != text
+    pb_file.write_text(stamped)
+    assert gen.stale_files(newer, committed) == []
+
+    edited = _copy_pb(tmp_path, "proto-changed")
+    pyi = edited / "rpc_pb2.pyi"
+    pyi.write_text(pyi.read_text().replace("class PutRequest", "class PutRequest2", 1))
+    (edited / "kv_pb2.py").write_bytes((committed / "kv_pb2.py").read_bytes() + b"\nX = 1\n")
+    assert gen.stale_files(edited, committed) == ["kv_pb2.py", "rpc_pb2.pyi"]
+
+    missing = _copy_pb(tmp_path, "proto-added")
+    (missing / "extra_pb2.py").write_text("")
+    assert gen.stale_files(missing, committed) == ["extra_pb2.py"]
 
 
 def test_generated_code_is_fresh() -> None:

@@ -2,9 +2,10 @@
 # build.sh — build the kvstore image without a container registry.
 #
 # 1. the base image: scripts/docker/build-base.sh (debootstrap; cached by tag);
-# 2. the project's wheels, built on the host: `pip wheel . -w wheels/` — kvstore
-#    itself plus its dependencies (grpcio, rocksdict, ... as cp311 manylinux
-#    wheels, which fit Debian bookworm's Python 3.11);
+# 2. the project's wheels, built on the host: the locked dependencies
+#    (requirements/runtime.txt, hashes checked: grpcio, rocksdict, ... as cp311
+#    manylinux wheels, which fit Debian bookworm's Python 3.11) and kvstore itself,
+#    built by the locked backend (requirements/build.txt) in a throwaway venv;
 # 3. `docker build --build-arg BASE_IMAGE=<base> --build-arg OFFLINE_WHEELS=1`:
 #    the image installs from those wheels only (pip --no-index), no network.
 #
@@ -39,10 +40,16 @@ CTX=$(mktemp -d "${TMPDIR:-/tmp}/kvstore-image.XXXXXX")
 trap 'rm -rf "$CTX"' EXIT
 # Only what the package build needs (mirrors the .dockerignore allow-list).
 cp "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/.dockerignore" "$CTX/"
-tar -C "$ROOT" --exclude='__pycache__' --exclude='*.pyc' -c kvstore | tar -C "$CTX" -x
+tar -C "$ROOT" --exclude='__pycache__' --exclude='*.pyc' -c kvstore requirements | tar -C "$CTX" -x
 
-echo "build: pip wheel -> $CTX/wheels"
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check "$CTX" -w "$CTX/wheels"
+echo "build: pip wheel (locked) -> $CTX/wheels"
+"$PYTHON" -m venv "$CTX/.buildenv"
+BPIP=("$CTX/.buildenv/bin/python" -m pip --disable-pip-version-check)
+"${BPIP[@]}" install --quiet --require-hashes --no-deps -r "$ROOT/requirements/build.txt"
+"${BPIP[@]}" wheel --quiet --require-hashes --no-deps -r "$ROOT/requirements/runtime.txt" \
+    -w "$CTX/wheels"
+"${BPIP[@]}" wheel --quiet --no-deps --no-build-isolation "$CTX" -w "$CTX/wheels"
+rm -rf "$CTX/.buildenv" "$CTX/build" "$CTX"/*.egg-info
 t2=$(date +%s)
 
 echo "build: docker build -t $TAG (BASE_IMAGE=$BASE, offline wheels)"
