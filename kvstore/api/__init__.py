@@ -97,7 +97,7 @@ class _Registrar:
 
 def _add_coordination_servicers(add: _Registrar, kv: Any, max_request_bytes: int) -> None:
     """Watch, Lease, Lock and Election, when the facade carries a watch hub
-    and a lease service (server.coordination sets `kv.watch_hub`/`kv.leases`)."""
+    and a lease service (given to KvServer by server.assembly)."""
     from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 
     hub = getattr(kv, "watch_hub", None)

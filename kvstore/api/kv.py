@@ -26,8 +26,8 @@ from kvstore.api.validation import (
     check_request_size,
     check_txn,
 )
+from kvstore.mvcc.txn_ops import txn_is_read_only
 from kvstore.pb import rpc_pb2_grpc
-from kvstore.server.kv_server import txn_is_read_only
 
 Context = grpc.aio.ServicerContext
 

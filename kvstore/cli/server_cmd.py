@@ -223,7 +223,7 @@ async def serve(cfg: NodeConfig) -> int:
         await client_server.start()
         _freeze_startup_heap()
         if cfg.listen_metrics_urls:
-            metrics = MetricsServer(node)
+            metrics = MetricsServer(node, node.metrics)
             await metrics.start(cfg.listen_metrics_urls)
     except Exception as exc:  # noqa: BLE001 - every startup failure is one line
         if not isinstance(exc, DataDirError | StartupError | ConfigError):

@@ -74,8 +74,9 @@ class Lessor:
                 granted.append(lease_id)
 
     # ---------------------------------------------------------------- open
-    def load(self, backend: Any, leased_keys: Iterable[tuple[bytes, int]]) -> None:
-        """Rebuild from the `lease` family and the store's (key, lease) pairs."""
+    def recover(self, backend: Any, leased_keys: Iterable[tuple[bytes, int]]) -> None:
+        """Rebuild from the `lease` family and the store's (key, lease) pairs
+        (at start, and after a Raft snapshot install replaced the state)."""
         self._leases.clear()
         self._granted = None
         for raw_id, raw in backend.iterate(LEASE):

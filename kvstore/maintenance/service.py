@@ -24,6 +24,9 @@ from kvstore.maintenance.defrag import defragment
 from kvstore.maintenance.hash import backend_hash, hash_kv_response
 from kvstore.maintenance.quota import NOSPACE, AlarmTable, QuotaGuard
 from kvstore.maintenance.snapshot_transfer import ThreadWork
+from kvstore.pb import rpc_pb2
+from kvstore.seams import Proposer
+from kvstore.storage.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,8 @@ class CachedSize:
 class MaintenanceService:
     def __init__(
         self,
-        kv: Any,
-        backend: Any,
+        kv: Proposer,
+        backend: Backend,
         alarms: AlarmTable,
         *,
         quota_bytes: int,
@@ -70,7 +73,7 @@ class MaintenanceService:
         self._backend = backend
         self.alarms = alarms
         self.db_size = CachedSize(backend.size_bytes)
-        self.quota = QuotaGuard(quota_bytes, self.db_size, alarms)
+        self.quota = QuotaGuard(quota_bytes, self.db_size, alarms, grow=self.db_size.grow)
         self._spool = spool
         self._seq = itertools.count(1)
         self._threads = ThreadWork()
@@ -85,8 +88,6 @@ class MaintenanceService:
 
     # -------------------------------------------------------------- hash
     async def hash(self, req: Any) -> Any:
-        from kvstore.pb import rpc_pb2
-
         h = await self._threads.run(backend_hash, self._backend)
         return rpc_pb2.HashResponse(header=self._kv.header(), hash=h)
 
@@ -98,8 +99,6 @@ class MaintenanceService:
     async def snapshot(self, req: Any) -> AsyncIterator[Any]:
         """Consistent backup streamed as etcd does: 32 KiB blobs with
         remaining_bytes, then the 32-byte SHA-256 alone."""
-        from kvstore.pb import rpc_pb2
-
         self._spool.mkdir(parents=True, exist_ok=True)
         path = self._spool / f"backup-{next(self._seq)}.snap"
         try:
@@ -112,8 +111,6 @@ class MaintenanceService:
 
     # -------------------------------------------------------- defragment
     async def defragment(self, req: Any) -> Any:
-        from kvstore.pb import rpc_pb2
-
         result = await self._threads.run(defragment, self._backend)
         self.db_size.invalidate()
         log.info(
@@ -142,8 +139,6 @@ class MaintenanceService:
         raise errors.NO_SPACE()
 
     async def _raise_nospace(self) -> None:
-        from kvstore.pb import rpc_pb2
-
         req = rpc_pb2.AlarmRequest(
             action=rpc_pb2.AlarmRequest.ACTIVATE,
             memberID=self._kv.member_id,

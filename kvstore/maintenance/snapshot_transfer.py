@@ -1,7 +1,7 @@
 """Raft snapshot transfer: stream the leader's state to a lagging follower and
 install it there atomically.
 
-Owns three pieces, wired by `maintenance/wiring.py`:
+Owns three pieces, built by `server/assembly.py`:
 
 - `SnapshotSender` (leader): the transport hands it every outgoing MSG_SNAP
   instead of putting it on the message stream. It writes a snapshot file

@@ -382,6 +382,8 @@ class GrpcTransport:
         on_unreachable: Callable[[int], None] | None = None,
         on_removed: Callable[[], None] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        snapshot_sender: Callable[[Message], None] | None = None,
+        snapshot_receiver: Callable[..., Any] | None = None,
     ) -> None:
         self.self_id = self_id
         self.cluster_id = cluster_id
@@ -405,8 +407,8 @@ class GrpcTransport:
         # Snapshot streaming (kvstore/maintenance/snapshot_transfer.py): MSG_SNAP
         # goes to `snapshot_sender(msg)` instead of the message stream, and the
         # SendSnapshot RPC is served by `snapshot_receiver(request_iterator, ctx)`.
-        self.snapshot_sender: Callable[[Message], None] | None = None
-        self.snapshot_receiver: Callable[..., Any] | None = None
+        self.snapshot_sender = snapshot_sender
+        self.snapshot_receiver = snapshot_receiver
 
     # --- membership ------------------------------------------------------------------------
     def set_peers(self, peers: Mapping[int, str]) -> None:

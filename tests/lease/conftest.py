@@ -27,7 +27,7 @@ class Member:
         self.backend = Backend.open(self.path)
         self.lessor = Lessor()
         self.store = MvccStore(self.backend, self.lessor)
-        self.lessor.load(self.backend, self.store.leased_keys())
+        self.lessor.recover(self.backend, self.store.leased_keys())
         self.leader = LeaderLeases(
             self.lessor, self.cluster.clock, checkpoint_interval_s=2.0,
             first_checkpoint_delay_s=0.5,

@@ -146,7 +146,6 @@ def test_a_member_never_added_fails_after_the_grace(monkeypatch, tmp_path: Path)
 
 
 def test_joined_data_dir_keeps_the_fetched_ids_across_restarts(tmp_path: Path) -> None:
-    pytest.importorskip("kvstore.storage.raft_log")
     cfg = joiner(tmp_path, "a=http://127.0.0.1:1")
     with pytest.raises(DataDirError, match="fetched"):
         open_data_dir(cfg)  # a first join needs the member list
@@ -175,7 +174,6 @@ def test_remove_and_readd_same_urls_gets_a_new_id_and_joiners_find_the_cluster(
     """3 members; add a voter, join, remove it, add the same URLs again (new id),
     join again from a wiped dir, then add and join a second newcomer: every
     joiner ends in the same cluster id, with the id MemberAdd gave it."""
-    pytest.importorskip("kvstore.transport")
     from test_node_cluster import InProcessCluster, put  # type: ignore[import-not-found]
 
     from kvstore.pb import rpc_pb2

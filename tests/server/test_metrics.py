@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,21 +13,24 @@ from typing import Any
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from server_fakes import DictStore, SavingMemoryLog
 
 from kvstore import errors
+from kvstore.api import add_servicers
 from kvstore.api.errors import grpc_errors
-from kvstore.server.metrics import GrpcStats, NodeMetrics, RpcCounter, counting
-
-pytest.importorskip("kvstore.transport")
-pytest.importorskip("kvstore.storage.raft_log")
-
-from kvstore.api import add_servicers  # noqa: E402
-from kvstore.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from kvstore.server.config import NodeConfig  # noqa: E402
-from kvstore.server.http import MetricsServer  # noqa: E402
-from kvstore.server.runtime import KvNode  # noqa: E402
-from kvstore.testing.waiting import async_wait_until  # noqa: E402
-from kvstore.transport import SERVER_OPTIONS  # noqa: E402
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.raft.core import RaftConfig, RaftCore
+from kvstore.raft.types import Entry, EntryType, Message
+from kvstore.server.applier import Applier
+from kvstore.server.config import NodeConfig
+from kvstore.server.http import MetricsServer
+from kvstore.server.membership import MemberTable
+from kvstore.server.metrics import NodeMetrics
+from kvstore.server.node import NodeDriver
+from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counting
+from kvstore.server.runtime import KvNode
+from kvstore.testing.waiting import async_wait_until
+from kvstore.transport import SERVER_OPTIONS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -93,7 +97,7 @@ class OneNode:
         await self.node.start()
         add_servicers(self.client, self.node.kv)
         await self.client.start()
-        self.http = MetricsServer(self.node)
+        self.http = MetricsServer(self.node, self.node.metrics)
         await self.http.start(["http://127.0.0.1:0"])
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{client_port}")
         kv = self.node.kv
@@ -257,8 +261,8 @@ def test_health_needs_a_quorum_read() -> None:
         async def fine() -> None:
             return None
 
-        kv = SimpleNamespace(has_leader=True, read_barrier=fine)
-        server = MetricsServer(SimpleNamespace(kv=kv, driver=None))
+        kv = SimpleNamespace(has_leader=True, read_barrier=fine, maintenance=None)
+        server = MetricsServer(SimpleNamespace(kv=kv, driver=None, watch_hub=None, lessor=None))
         assert await server.healthy()
         kv.read_barrier = no_leader
         assert not await server.healthy()
@@ -378,21 +382,27 @@ def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
-def test_timing_wrappers_observe_only_writes() -> None:
-    metrics = NodeMetrics(SimpleNamespace(driver=None, kv=None))
+class _NoNetwork:
+    def send(self, messages: list[Message]) -> None:
+        pass
+
+
+def test_timing_observers_observe_only_writes() -> None:
+    metrics = NodeMetrics(SimpleNamespace(driver=None, kv=None, watch_hub=None, lessor=None))
     saved: list[bool] = []
-    storage = SimpleNamespace(save=lambda hs, ents, snap, sync=True: saved.append(sync))
-    metrics.instrument_storage(storage)
-    storage.save(None, [1], None, True)
-    storage.save(None, [], None, False)
+    storage = SavingMemoryLog()
+    storage.save = lambda hs, ents, snap, sync=True: saved.append(sync)  # type: ignore[method-assign]
+    core = RaftCore(RaftConfig(id=1), storage, random.Random(1))
+    driver = NodeDriver(
+        core, storage, Applier(DictStore(), MemberTable()), _NoNetwork(),
+        member_id=1, tick_interval_s=1, election_timeout_s=10, observer=metrics,
+    )  # fmt: skip
+    driver._save(None, [1], None, True)  # the driver's Raft-log write (writer thread)
+    driver._save(None, [], None, False)
     assert saved == [True, False]
 
-    applier = SimpleNamespace(
-        stage=lambda entries: SimpleNamespace(batch=object() if entries else None),
-        commit=lambda result: "written",
-    )
-    metrics.instrument_applier(applier)
-    applier.commit(applier.stage([1]))
+    applier = Applier(DictStore(), MemberTable(), observer=metrics)
+    applier.commit(applier.stage([Entry(1, 1, EntryType.NORMAL, b"")]))
     applier.commit(applier.stage([]))
     samples = parse(metrics.scrape().decode())
     assert value(samples, "etcd_disk_wal_fsync_duration_seconds_count") == 1

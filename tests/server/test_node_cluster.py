@@ -12,16 +12,12 @@ from typing import Any
 import grpc
 import pytest
 
-pytest.importorskip("kvstore.transport")
-pytest.importorskip("kvstore.storage.raft_log")
-pytest.importorskip("kvstore.mvcc")
-
-from kvstore.api import add_servicers  # noqa: E402
-from kvstore.pb import rpc_pb2  # noqa: E402
-from kvstore.server.config import NodeConfig  # noqa: E402
-from kvstore.server.runtime import KvNode  # noqa: E402
-from kvstore.testing.waiting import async_wait_until  # noqa: E402
-from kvstore.transport import SERVER_OPTIONS  # noqa: E402
+from kvstore.api import add_servicers
+from kvstore.pb import rpc_pb2
+from kvstore.server.config import NodeConfig
+from kvstore.server.runtime import KvNode
+from kvstore.testing.waiting import async_wait_until
+from kvstore.transport import SERVER_OPTIONS
 
 pytestmark = pytest.mark.integration
 

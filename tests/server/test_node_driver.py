@@ -15,19 +15,16 @@ import pytest
 from server_fakes import DictStore, LoopbackNetwork, SavingMemoryLog
 
 from kvstore import errors
+from kvstore.pb import internal_pb2, rpc_pb2
+from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Entry, EntryType
-from kvstore.server.applier import APPLIED_INDEX_KEY, Applier, decode_u64
+from kvstore.server.applier import APPLIED_INDEX_KEY, Applier
 from kvstore.server.datadir import bootstrap_log
 from kvstore.server.kv_server import KvServer, txn_is_read_only
 from kvstore.server.membership import Member, MemberTable
 from kvstore.server.node import NodeDriver
+from kvstore.storage.codec import decode_u64
 from kvstore.testing.waiting import async_wait_until
-
-pytest.importorskip("kvstore.raft.core")
-pytest.importorskip("kvstore.pb.internal_pb2")
-
-from kvstore.pb import internal_pb2, rpc_pb2  # noqa: E402
-from kvstore.raft.core import RaftConfig, RaftCore  # noqa: E402
 
 TICK_S = 0.01
 

@@ -29,7 +29,7 @@ class LocalKv:
         self.backend = Backend.open(path)
         self.lessor = Lessor()
         self.store = MvccStore(self.backend, self.lessor)
-        self.lessor.load(self.backend, self.store.leased_keys())
+        self.lessor.recover(self.backend, self.store.leased_keys())
         self.has_leader = True
         self.address = ""  # set by serving()
         self.is_leader = True

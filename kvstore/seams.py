@@ -1,0 +1,241 @@
+"""The seams of a node: every interface one package offers another, in one place.
+
+Owns: the `typing.Protocol`s that constructors take where one component is
+handed another (built by kvstore.server.assembly, the composition root), so
+a reader sees what each part may call and a test fake knows what to offer.
+Never: holds behaviour or state, or imports anything above raft/ and pb/
+(every layer may import it; it imports no layer that could import it back).
+
+The seams, by who calls whom:
+
+  api/ servicers ──KvFacade──────────► server.kv_server.KvServer
+  api/ servicers ──LeaseFacade───────► lease.service.LeaseService
+  NodeDriver ──────RaftNode──────────► raft.core.RaftCore
+  NodeDriver ──────DurableLog────────► storage.raft_log.RocksLogStorage (LogStorage + writes)
+  NodeDriver ──────StateMachine──────► server.applier.Applier
+  NodeDriver ──────Transport─────────► transport.GrpcTransport
+  NodeDriver ──────SnapshotInstaller─► maintenance.snapshot_transfer.SnapshotInstaller
+  Applier ─────────ApplyGate─────────► maintenance.quota.AlarmTable (NOSPACE stage)
+  Applier ─────────ApplyHandler──────► mvcc batch ops, lease and alarm apply functions
+  facades ─────────Proposer──────────► server.proposer.Proposer (propose via Raft, header)
+  driver, applier ─NodeObserver──────► server.metrics.NodeMetrics (timings)
+  leader leases ───Clock─────────────► lease.clock.MonotonicClock / FakeClock
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kvstore.raft.storage import LogStorage
+from kvstore.raft.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    Ready,
+    Role,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from kvstore.pb import rpc_pb2
+
+__all__ = [
+    "ApplyGate",
+    "ApplyHandler",
+    "Clock",
+    "DurableLog",
+    "KvFacade",
+    "LeaseFacade",
+    "LogStorage",
+    "MessageSink",
+    "NodeObserver",
+    "Proposer",
+    "RaftNode",
+    "SnapshotInstaller",
+    "StateMachine",
+    "Transport",
+    "WatchHook",
+]
+
+# fn(mvcc batch, request message) -> response message (may raise EtcdError).
+ApplyHandler = Callable[[Any, Any], Any]
+# fn([(revision, [mvccpb.Event])]) after each applied batch.
+WatchHook = Callable[[list[tuple[int, list[Any]]]], None]
+
+
+class Clock(Protocol):
+    """Seconds from an arbitrary origin, never going back (leader-side only)."""
+
+    def now(self) -> float: ...
+
+
+class RaftNode(Protocol):
+    """What the driver calls on the pure Raft core (kvstore.raft.core.RaftCore)."""
+
+    @property
+    def leader_id(self) -> int: ...
+    @property
+    def term(self) -> int: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def last_index(self) -> int: ...
+    @property
+    def conf_state(self) -> ConfState: ...
+
+    def tick(self) -> None: ...
+    def step(self, m: Message) -> None: ...
+    def campaign(self) -> None: ...
+    def propose_conf_change(self, cc: ConfChange) -> None: ...
+    def read_index(self, ctx: bytes) -> None: ...
+    def transfer_leadership(self, target_id: int) -> None: ...
+    def report_unreachable(self, node_id: int) -> None: ...
+    def has_ready(self) -> bool: ...
+    def ready(self) -> Ready: ...
+    def advance(self, rd: Ready) -> None: ...
+    def status(self) -> Any: ...
+
+
+class DurableLog(LogStorage, Protocol):
+    """The Raft log as the driver writes it (raft's LogStorage + the writes)."""
+
+    @property
+    def hard_state(self) -> HardState: ...
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool = True,
+    ) -> None: ...
+
+    def create_snapshot(self, index: int, conf_state: ConfState, data: bytes) -> Snapshot: ...
+
+    def compact(self, index: int) -> None: ...
+
+
+class StateMachine(Protocol):
+    """Committed entries in, results out (server.applier.Applier)."""
+
+    applied_index: int
+
+    def stage(self, entries: list[Entry]) -> Any: ...
+    def commit(self, result: Any) -> Any: ...
+    def apply(self, entries: list[Entry]) -> Any: ...
+    def conf_state(self) -> ConfState: ...
+    def restore(self, applied_index: int) -> None:
+        """The state was replaced by a snapshot at `applied_index`."""
+        ...
+
+
+class ApplyGate(Protocol):
+    """An apply-pipeline stage run before a request's handler: raise an
+    EtcdError to refuse it on every member alike (deterministic)."""
+
+    def admit(self, kind: str, request: Any) -> None: ...
+
+
+class MessageSink(Protocol):
+    """Where the driver sends Raft messages (the Transport, or a test loopback)."""
+
+    def send(self, messages: list[Message]) -> None: ...
+
+
+class Transport(MessageSink, Protocol):
+    """Raft messages to and from the other members (kvstore.transport)."""
+
+    def set_peers(self, peers: Mapping[int, str]) -> None: ...
+    def set_removed(self, ids: Iterable[int]) -> None: ...
+    def peers(self) -> dict[int, str]: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class SnapshotInstaller(Protocol):
+    """Swaps the state machine for a leader's snapshot (driver task, on the loop)."""
+
+    def install(
+        self, snapshot: Snapshot, hard_state: HardState | None, current: HardState
+    ) -> None: ...
+
+
+class NodeObserver(Protocol):
+    """Write-path timings (server.metrics.NodeMetrics); each call must be cheap."""
+
+    def observe_wal_fsync(self, seconds: float) -> None: ...
+    def observe_apply(self, seconds: float) -> None: ...
+    def observe_backend_commit(self, seconds: float) -> None: ...
+
+
+class Proposer(Protocol):
+    """Propose through Raft and stamp headers (server.proposer.Proposer)."""
+
+    member_id: int
+    cluster_id: int
+
+    @property
+    def store(self) -> Any: ...
+
+    async def propose(self, kind: str, request: Any) -> Any: ...
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader: ...
+
+
+class LeaseFacade(Protocol):
+    """All that api/ calls on the lease side (lease.service.LeaseService)."""
+
+    async def grant(self, req: Any) -> Any: ...
+    async def revoke(self, req: Any) -> Any: ...
+    async def keepalive(self, lease_id: int) -> Any: ...
+    async def time_to_live(self, req: Any) -> Any: ...
+    def leases(self, req: Any = None) -> Any: ...
+
+
+class KvFacade(Protocol):
+    """All that api/ may call on a node (server.kv_server.KvServer).
+
+    Every method may raise `kvstore.errors.EtcdError`."""
+
+    member_id: int
+    cluster_id: int
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader: ...
+    async def propose(self, kind: str, request: Any) -> Any: ...
+
+    async def range(self, req: Any) -> Any: ...
+    async def put(self, req: Any) -> Any: ...
+    async def delete_range(self, req: Any) -> Any: ...
+    async def txn(self, req: Any) -> Any: ...
+    async def compact(self, req: Any) -> Any: ...
+
+    def status(self) -> Any: ...
+    def member_list(self) -> Any: ...
+    async def member_add(self, req: Any) -> Any: ...
+    async def member_remove(self, req: Any) -> Any: ...
+    async def member_update(self, req: Any) -> Any: ...
+    async def member_promote(self, req: Any) -> Any: ...
+    async def move_leader(self, req: Any) -> Any: ...
+
+    async def alarm(self, req: Any) -> Any: ...
+    async def defragment(self, req: Any) -> Any: ...
+    def hash_kv(self, req: Any) -> Any: ...
+    async def hash(self, req: Any) -> Any: ...
+    def snapshot(self, req: Any) -> AsyncIterator[Any]: ...
+
+    def leader_endpoint(self) -> str | None: ...
+
+    @property
+    def election_timeout_s(self) -> float: ...
+    @property
+    def is_leader(self) -> bool: ...
+    @property
+    def has_leader(self) -> bool: ...
+
+    # Parts the coordination servicers use (None: that API is off).
+    @property
+    def watch_hub(self) -> Any: ...
+    @property
+    def leases(self) -> LeaseFacade | None: ...
