@@ -54,6 +54,7 @@ __all__ = [
     "NodeObserver",
     "Proposer",
     "RaftNode",
+    "RpcMetrics",
     "SnapshotInstaller",
     "StateMachine",
     "Transport",
@@ -171,6 +172,13 @@ class NodeObserver(Protocol):
     def observe_backend_commit(self, seconds: float) -> None: ...
 
 
+class RpcMetrics(Protocol):
+    """Per-RPC counting (server.metrics.NodeMetrics: its `grpc` GrpcStats)."""
+
+    @property
+    def grpc(self) -> Any: ...
+
+
 class Proposer(Protocol):
     """Propose through Raft and stamp headers (server.proposer.Proposer)."""
 
@@ -239,3 +247,6 @@ class KvFacade(Protocol):
     def watch_hub(self) -> Any: ...
     @property
     def leases(self) -> LeaseFacade | None: ...
+    # Counts RPCs when the api registers servicers (None: not counted).
+    @property
+    def metrics(self) -> RpcMetrics | None: ...

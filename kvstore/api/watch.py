@@ -78,7 +78,11 @@ class LeaderMonitor:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="require-leader-monitor"
             )
-        return lambda: self._subs.pop(token, None)
+
+        def unregister() -> None:
+            self._subs.pop(token, None)
+
+        return unregister
 
     @property
     def streams(self) -> int:

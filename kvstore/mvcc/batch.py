@@ -17,6 +17,7 @@ purpose (the two are one unit split by size).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kvstore import errors
@@ -265,7 +266,13 @@ class MvccBatch:
             if op.WhichOneof("request") == "request_txn":
                 self._compare_path(op.request_txn, path)
 
-    def _check_requests(self, req: rpc_pb2.TxnRequest, path: list[bool], pos: int, check) -> int:
+    def _check_requests(
+        self,
+        req: rpc_pb2.TxnRequest,
+        path: list[bool],
+        pos: int,
+        check: Callable[[rpc_pb2.RequestOp], object],
+    ) -> int:
         """Run `check(op)` on every non-txn op along the path; returns nested txns seen."""
         nested = 0
         for op in req.success if path[pos] else req.failure:

@@ -40,6 +40,7 @@ import heapq
 import operator
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from kvstore import errors
 from kvstore.mvcc.batch import META_COMPACT_REVISION, MvccBatch
@@ -55,7 +56,7 @@ KeyValue = kv_pb2.KeyValue
 Event = kv_pb2.Event
 RangeRequest = rpc_pb2.RangeRequest
 
-_SORT_KEY: dict[int, Callable[[kv_pb2.KeyValue], object]] = {
+_SORT_KEY: dict[int, Callable[[kv_pb2.KeyValue], Any]] = {
     RangeRequest.KEY: operator.attrgetter("key"),
     RangeRequest.VERSION: operator.attrgetter("version"),
     RangeRequest.CREATE: operator.attrgetter("create_revision"),

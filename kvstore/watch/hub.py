@@ -289,8 +289,10 @@ class WatchHub:
         cache: dict[tuple[bytes, int], kv_pb2.KeyValue | None],
     ) -> kv_pb2.Event:
         key = ev.kv.key
-        prev = cache.get((key, rev), False)
-        if prev is False:
+        prev: kv_pb2.KeyValue | None
+        if (key, rev) in cache:
+            prev = cache[(key, rev)]
+        else:
             prev = None
             try:
                 resp = self._store.range(rpc_pb2.RangeRequest(key=key, revision=rev - 1))
