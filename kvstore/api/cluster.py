@@ -8,13 +8,11 @@ Never: changes membership itself (only Raft conf changes do).
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from kvstore.api._delegate import maybe_await
 from kvstore.api.errors import grpc_errors
-from kvstore.pb import rpc_pb2_grpc
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade
 
 Context = grpc.aio.ServicerContext
@@ -25,7 +23,9 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         self._kv = kv
 
     @grpc_errors
-    async def MemberList(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def MemberList(  # noqa: N802
+        self, request: rpc_pb2.MemberListRequest, context: Context
+    ) -> rpc_pb2.MemberListResponse:
         resp = await maybe_await(self._kv.member_list())
         hdr = resp.header
         if not hdr.member_id:
@@ -34,17 +34,25 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         return resp
 
     @grpc_errors
-    async def MemberAdd(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def MemberAdd(  # noqa: N802
+        self, request: rpc_pb2.MemberAddRequest, context: Context
+    ) -> rpc_pb2.MemberAddResponse:
         return await maybe_await(self._kv.member_add(request))
 
     @grpc_errors
-    async def MemberRemove(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def MemberRemove(  # noqa: N802
+        self, request: rpc_pb2.MemberRemoveRequest, context: Context
+    ) -> rpc_pb2.MemberRemoveResponse:
         return await maybe_await(self._kv.member_remove(request))
 
     @grpc_errors
-    async def MemberUpdate(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def MemberUpdate(  # noqa: N802
+        self, request: rpc_pb2.MemberUpdateRequest, context: Context
+    ) -> rpc_pb2.MemberUpdateResponse:
         return await maybe_await(self._kv.member_update(request))
 
     @grpc_errors
-    async def MemberPromote(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def MemberPromote(  # noqa: N802
+        self, request: rpc_pb2.MemberPromoteRequest, context: Context
+    ) -> rpc_pb2.MemberPromoteResponse:
         return await maybe_await(self._kv.member_promote(request))

@@ -31,6 +31,8 @@ from kvstore.api.lock import (
     wait_deletes,
 )
 from kvstore.pb import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
+from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.watch import WatchHub
 
 Context = grpc.aio.ServicerContext
 Compare = rpc_pb2.Compare
@@ -47,13 +49,15 @@ def _owner_is(leader: Any) -> rpc_pb2.Compare:
 class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     """`kv`: KvServer facade; `leases`: LeaseService; `hub`: WatchHub."""
 
-    def __init__(self, kv: Any, leases: Any, hub: Any) -> None:
+    def __init__(self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub) -> None:
         self._kv = kv
         self._leases = leases
         self._hub = hub
 
     @grpc_errors
-    async def Campaign(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Campaign(  # noqa: N802
+        self, request: v3election_pb2.CampaignRequest, context: Context
+    ) -> v3election_pb2.CampaignResponse:
         kv = self._kv
         pfx = request.name + b"/"
         key, lease, rev, resp = await claim_key(
@@ -88,14 +92,18 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         return resp
 
     @grpc_errors
-    async def Proclaim(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Proclaim(  # noqa: N802
+        self, request: v3election_pb2.ProclaimRequest, context: Context
+    ) -> v3election_pb2.ProclaimResponse:
         resp = await self._proclaim(request.leader, request.value)
         out = v3election_pb2.ProclaimResponse()
         out.header.CopyFrom(self._kv.header(resp.header.revision))
         return out
 
     @grpc_errors
-    async def Resign(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Resign(  # noqa: N802
+        self, request: v3election_pb2.ResignRequest, context: Context
+    ) -> v3election_pb2.ResignResponse:
         leader = request.leader
         txn = rpc_pb2.TxnRequest(
             compare=[_owner_is(leader)],
@@ -109,7 +117,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         return out
 
     @grpc_errors
-    async def Leader(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Leader(  # noqa: N802
+        self, request: v3election_pb2.LeaderRequest, context: Context
+    ) -> v3election_pb2.LeaderResponse:
         resp = await self._kv.range(first_create(request.name + b"/"))
         if not resp.kvs:
             raise errors.ELECTION_NO_LEADER()

@@ -27,6 +27,7 @@ from kvstore import errors
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.watch import LeaderMonitor, leader_check_interval, requires_leader
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.seams import KvFacade, LeaseFacade
 
 Context = grpc.aio.ServicerContext
 
@@ -34,7 +35,8 @@ Context = grpc.aio.ServicerContext
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     """`leases` is a kvstore.lease.LeaseService; `kv` answers `has_leader`."""
 
-    def __init__(self, kv: Any, leases: Any, *, leader_check_s: float | None = None) -> None:
+    def __init__(
+        self, kv: KvFacade, leases: LeaseFacade, *, leader_check_s: float | None = None) -> None:
         self._kv = kv
         self._leases = leases
         self.monitor = LeaderMonitor(
@@ -42,19 +44,27 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         )
 
     @grpc_errors
-    async def LeaseGrant(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseGrant(  # noqa: N802
+        self, request: rpc_pb2.LeaseGrantRequest, context: Context
+    ) -> rpc_pb2.LeaseGrantResponse:
         return await self._leases.grant(request)
 
     @grpc_errors
-    async def LeaseRevoke(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseRevoke(  # noqa: N802
+        self, request: rpc_pb2.LeaseRevokeRequest, context: Context
+    ) -> rpc_pb2.LeaseRevokeResponse:
         return await self._leases.revoke(request)
 
     @grpc_errors
-    async def LeaseTimeToLive(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseTimeToLive(  # noqa: N802
+        self, request: rpc_pb2.LeaseTimeToLiveRequest, context: Context
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
         return await self._leases.time_to_live(request)
 
     @grpc_errors
-    async def LeaseLeases(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseLeases(  # noqa: N802
+        self, request: rpc_pb2.LeaseLeasesRequest, context: Context
+    ) -> rpc_pb2.LeaseLeasesResponse:
         return self._leases.leases(request)
 
     async def LeaseKeepAlive(  # noqa: N802
@@ -115,8 +125,8 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         finally:
             if unregister is not None:
                 unregister()
-            for fut in pending:
-                fut.cancel()
+            for waiting in pending:
+                waiting.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

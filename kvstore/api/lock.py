@@ -24,6 +24,8 @@ import grpc
 from kvstore import errors
 from kvstore.api.errors import grpc_errors
 from kvstore.pb import kv_pb2, rpc_pb2, v3lock_pb2, v3lock_pb2_grpc
+from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.watch import WatchHub
 
 Context = grpc.aio.ServicerContext
 Compare = rpc_pb2.Compare
@@ -148,13 +150,15 @@ async def still_owned(kv: Any, key: bytes, create_revision: int) -> bool:
 class LockServicer(v3lock_pb2_grpc.LockServicer):
     """`kv`: KvServer facade; `leases`: LeaseService; `hub`: WatchHub."""
 
-    def __init__(self, kv: Any, leases: Any, hub: Any) -> None:
+    def __init__(self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub) -> None:
         self._kv = kv
         self._leases = leases
         self._hub = hub
 
     @grpc_errors
-    async def Lock(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Lock(  # noqa: N802
+        self, request: v3lock_pb2.LockRequest, context: Context
+    ) -> v3lock_pb2.LockResponse:
         kv = self._kv
         pfx = request.name + b"/"
         key, _, my_rev, resp = await claim_key(
@@ -175,7 +179,9 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
         return out
 
     @grpc_errors
-    async def Unlock(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Unlock(  # noqa: N802
+        self, request: v3lock_pb2.UnlockRequest, context: Context
+    ) -> v3lock_pb2.UnlockResponse:
         resp = await self._kv.delete_range(rpc_pb2.DeleteRangeRequest(key=request.key))
         out = v3lock_pb2.UnlockResponse()
         out.header.CopyFrom(self._kv.header(resp.header.revision or None))

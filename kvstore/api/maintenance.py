@@ -10,14 +10,13 @@ Never: reads node state directly; never leaks a traceback (api.errors).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from kvstore.api._delegate import maybe_await
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.kv import ensure_header
-from kvstore.pb import rpc_pb2_grpc
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade
 
 Context = grpc.aio.ServicerContext
@@ -28,32 +27,46 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         self._kv = kv
 
     @grpc_errors
-    async def Status(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Status(  # noqa: N802
+        self, request: rpc_pb2.StatusRequest, context: Context
+    ) -> rpc_pb2.StatusResponse:
         return ensure_header(self._kv, await maybe_await(self._kv.status()))
 
     # etcd answers Alarm/Defragment/MoveLeader without a header: the facade
     # decides, no ensure_header below.
     @grpc_errors
-    async def Alarm(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Alarm(  # noqa: N802
+        self, request: rpc_pb2.AlarmRequest, context: Context
+    ) -> rpc_pb2.AlarmResponse:
         return await maybe_await(self._kv.alarm(request))
 
     @grpc_errors
-    async def Defragment(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Defragment(  # noqa: N802
+        self, request: rpc_pb2.DefragmentRequest, context: Context
+    ) -> rpc_pb2.DefragmentResponse:
         return await maybe_await(self._kv.defragment(request))
 
     @grpc_errors
-    async def Hash(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Hash(  # noqa: N802
+        self, request: rpc_pb2.HashRequest, context: Context
+    ) -> rpc_pb2.HashResponse:
         return await maybe_await(self._kv.hash(request))
 
     @grpc_errors
-    async def HashKV(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def HashKV(  # noqa: N802
+        self, request: rpc_pb2.HashKVRequest, context: Context
+    ) -> rpc_pb2.HashKVResponse:
         return await maybe_await(self._kv.hash_kv(request))
 
     @grpc_errors
-    async def MoveLeader(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def MoveLeader(  # noqa: N802
+        self, request: rpc_pb2.MoveLeaderRequest, context: Context
+    ) -> rpc_pb2.MoveLeaderResponse:
         return await maybe_await(self._kv.move_leader(request))
 
-    async def Snapshot(self, request: Any, context: Context) -> AsyncIterator[Any]:  # noqa: N802
+    async def Snapshot(  # noqa: N802
+        self, request: rpc_pb2.SnapshotRequest, context: Context
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         try:
             async for chunk in self._kv.snapshot(request):
                 yield chunk

@@ -26,6 +26,7 @@ import grpc
 
 from kvstore import errors
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.seams import KvFacade
 from kvstore.watch import WatchHub, WatchStream
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def requires_leader(context: grpc.aio.ServicerContext) -> bool:
     return False
 
 
-def leader_check_interval(kv: Any, given: float | None) -> float:
+def leader_check_interval(kv: KvFacade, given: float | None) -> float:
     """The explicit interval, else the member's election timeout when the
     facade exposes one, else etcd's default (1 s)."""
     if given is not None:
@@ -114,7 +115,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     `leader_check_s`: the require-leader check period (default: the
     member's election timeout if `kv` exposes `election_timeout_s`, else 1 s)."""
 
-    def __init__(self, kv: Any, hub: WatchHub, *, leader_check_s: float | None = None) -> None:
+    def __init__(self, kv: KvFacade, hub: WatchHub, *, leader_check_s: float | None = None) -> None:
         self._kv = kv
         self._hub = hub
         self.monitor = LeaderMonitor(

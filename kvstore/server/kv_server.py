@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
@@ -33,6 +33,14 @@ if TYPE_CHECKING:
     from kvstore.watch import WatchHub
 
 __all__ = ["CLUSTER_VERSION", "SERVER_VERSION", "KvServer", "txn_is_read_only"]
+
+
+class _HasHeader(Protocol):
+    @property
+    def header(self) -> rpc_pb2.ResponseHeader: ...
+
+
+_R = TypeVar("_R", bound=_HasHeader)
 
 # Clients (go-zero, clientv3 RejectOldCluster) refuse servers reporting < 3.2,
 # so Status and /version report an etcd-like version (ETCD_API.md §0.6).
@@ -108,7 +116,7 @@ class KvServer:
         """ResponseHeader for this member; revision defaults to the current one."""
         return self._proposer.header(revision)
 
-    def _fill_header(self, resp: Any, revision: int | None = None) -> Any:
+    def _fill_header(self, resp: _R, revision: int | None = None) -> _R:
         hdr = resp.header
         hdr.cluster_id = self.cluster_id
         hdr.member_id = self.member_id
@@ -131,20 +139,20 @@ class KvServer:
         return await self._proposer.propose(kind, request)
 
     # -------------------------------------------------------------------- KV
-    async def range(self, req: Any) -> Any:
+    async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         if not req.serializable:
             await self.read_barrier()
         return self._fill_header(self._store.range(req))
 
-    async def put(self, req: Any) -> Any:
+    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         if self.maintenance is not None:
             await self.maintenance.check_write("put", req)
         return self._fill_header(await self._proposer.propose("put", req))
 
-    async def delete_range(self, req: Any) -> Any:
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         return self._fill_header(await self._proposer.propose("delete_range", req))
 
-    async def txn(self, req: Any) -> Any:
+    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         if txn_is_read_only(req):
             # Served like a Range: ReadIndex barrier, then local state. A batch
             # that only reads stages nothing and is never committed.
@@ -154,14 +162,14 @@ class KvServer:
             await self.maintenance.check_write("txn", req)
         return self._fill_header(await self._proposer.propose("txn", req))
 
-    async def compact(self, req: Any) -> Any:
+    async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         resp = await self._proposer.propose("compaction", req)
         if resp is None:
             resp = rpc_pb2.CompactionResponse()
         return self._fill_header(resp)
 
     # ------------------------------------------------------- cluster / status
-    def status(self) -> Any:
+    def status(self) -> rpc_pb2.StatusResponse:
         d = self._driver
         member = self._members.get(self.member_id)
         size = self._db_size()
@@ -179,7 +187,7 @@ class KvServer:
             errors=self.maintenance.status_errors() if self.maintenance is not None else [],
         )
 
-    def member_list(self) -> Any:
+    def member_list(self) -> rpc_pb2.MemberListResponse:
         pb = rpc_pb2
         return pb.MemberListResponse(
             header=self.header(revision=0),
@@ -195,22 +203,24 @@ class KvServer:
             ],
         )
 
-    async def member_add(self, req: Any) -> Any:
+    async def member_add(self, req: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
         return await self._cluster.member_add(req)
 
-    async def member_remove(self, req: Any) -> Any:
+    async def member_remove(self, req: rpc_pb2.MemberRemoveRequest) -> rpc_pb2.MemberRemoveResponse:
         return await self._cluster.member_remove(req)
 
-    async def member_update(self, req: Any) -> Any:
+    async def member_update(self, req: rpc_pb2.MemberUpdateRequest) -> rpc_pb2.MemberUpdateResponse:
         return await self._cluster.member_update(req)
 
-    async def member_promote(self, req: Any) -> Any:
+    async def member_promote(
+        self, req: rpc_pb2.MemberPromoteRequest
+    ) -> rpc_pb2.MemberPromoteResponse:
         return await self._cluster.member_promote(req)
 
-    async def move_leader(self, req: Any) -> Any:
+    async def move_leader(self, req: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
         return await self._cluster.move_leader(req)
 
-    async def alarm(self, req: Any) -> Any:
+    async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         if self.maintenance is not None:
             return await self.maintenance.alarm(req)
         # No alarm table attached: nothing is ever raised; GET/DEACTIVATE list none.
@@ -219,13 +229,13 @@ class KvServer:
             raise errors.NOT_CAPABLE()
         return pb.AlarmResponse(header=self.header())
 
-    async def defragment(self, req: Any) -> Any:
+    async def defragment(self, req: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
         if self.maintenance is not None:
             return await self.maintenance.defragment(req)
         # RocksDB compacts by itself. etcd 3.4 answers Defragment without a header.
         return rpc_pb2.DefragmentResponse()
 
-    def hash_kv(self, req: Any) -> Any:
+    def hash_kv(self, req: rpc_pb2.HashKVRequest) -> rpc_pb2.HashKVResponse:
         """CRC-32 of the MVCC history up to req.revision (0: current); equal on
         members that applied the same log (etcd's corruption check)."""
         if self.maintenance is not None:
@@ -235,13 +245,13 @@ class KvServer:
             header=self.header(), hash=value, compact_revision=compact_rev
         )
 
-    async def hash(self, req: Any) -> Any:
+    async def hash(self, req: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
         if self.maintenance is not None:
             return await self.maintenance.hash(req)
         value, _ = self._store.hash_kv(0)  # etcd hashes the whole backend
         return rpc_pb2.HashResponse(header=self.header(), hash=value)
 
-    def snapshot(self, req: Any) -> AsyncIterator[Any]:
+    def snapshot(self, req: rpc_pb2.SnapshotRequest) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """Async iterator of SnapshotResponse chunks (needs kvstore.maintenance)."""
         if self.maintenance is None:
             raise errors.EtcdError(
