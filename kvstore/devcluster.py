@@ -228,6 +228,7 @@ class LocalCluster:
     # --------------------------------------------------------------- health
     def status(self, i: int, timeout: float = 2.0) -> Any:
         """Maintenance/Status of member i (raises grpc.RpcError if down)."""
+        # Deferred: `devcluster up|down` never loads grpc; only status does.
         import grpc
 
         from kvstore.pb import rpc_pb2, rpc_pb2_grpc

@@ -45,11 +45,11 @@ def requires_leader(context: grpc.aio.ServicerContext) -> bool:
 
 def leader_check_interval(kv: KvFacade, given: float | None) -> float:
     """The explicit interval, else the member's election timeout when the
-    facade exposes one, else etcd's default (1 s)."""
+    facade knows one (> 0), else etcd's default (1 s)."""
     if given is not None:
         return given
-    value = getattr(kv, "election_timeout_s", None)
-    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LEADER_CHECK_S
+    value = kv.election_timeout_s
+    return float(value) if value > 0 else DEFAULT_LEADER_CHECK_S
 
 
 class LeaderMonitor:

@@ -47,6 +47,8 @@ def restore(
     initial_advertise_peer_urls: str,
 ) -> None:
     """Restore FILE into a new data dir; start `kvstore` with the same flags."""
+    # Deferred (here and in `status`): RocksDB and the node's modules load
+    # only for the subcommand that needs them, not for --help.
     from kvstore.server.restore import RestoreError, restore_data_dir
 
     try:

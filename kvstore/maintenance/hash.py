@@ -14,6 +14,7 @@ import zlib
 from typing import Any
 
 from kvstore.maintenance.backup import iter_view
+from kvstore.pb import rpc_pb2
 
 
 def backend_hash(backend: Any) -> int:
@@ -30,8 +31,6 @@ def backend_hash(backend: Any) -> int:
 
 def hash_kv_response(store: Any, revision: int, header: Any) -> Any:
     """HashKVResponse for `revision` (0: current). Raises COMPACTED / FUTURE_REVISION."""
-    from kvstore.pb import rpc_pb2
-
     h, compact = store.hash_kv(revision)
     resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact)  # -1: never, like etcd
     resp.header.CopyFrom(header)

@@ -33,6 +33,7 @@ class LocalKv:
         self.has_leader = True
         self.address = ""  # set by serving()
         self.is_leader = True
+        self.election_timeout_s = 0.0  # unknown: servicers use etcd's default checks
         self.watch_hub = WatchHub(self.store, self.header)
         self.clock = clock or FakeClock()
         self.leases = LeaseService(
