@@ -3,9 +3,10 @@
 FakeKv implements the facade (`kvstore.seams.KvFacade`): single-key and
 prefix ranges, put, delete_range, flat txns, compact, status, member_list,
 header; the maintenance and membership calls answer UNIMPLEMENTED (as a
-facade without those features would), and there are no watch/lease parts; it records every call so tests can assert that validation
-stopped a request before the facade saw it. It deliberately returns
-responses WITHOUT a header: the servicers must fill it. `fail_with` makes
+facade without those features would), and there are no watch/lease parts.
+It records every call so tests can assert that validation stopped a request
+before the facade saw it. It deliberately returns responses WITHOUT a
+header: the servicers must fill it. `fail_with` makes
 the next call raise the given exception (EtcdError or anything else).
 `serving(fake)` runs the api servicers on a grpc.aio server on 127.0.0.1:0.
 """

@@ -14,6 +14,7 @@ from kvstore import errors
 from kvstore.lease import FakeClock, LeaderInfo, LeaderLeases, LeaseService, Lessor
 from kvstore.mvcc import MvccStore
 from kvstore.pb import rpc_pb2
+from kvstore.server.applier import apply_handlers
 from kvstore.storage.backend import Backend
 
 
@@ -50,13 +51,7 @@ class Member:
         self.open()
 
     def apply(self, kind: str, req: Any) -> Any:
-        handlers = {
-            "lease_grant": self.lessor.apply_grant,
-            "lease_revoke": self.lessor.apply_revoke,
-            "lease_checkpoint": self.lessor.apply_checkpoint,
-            "put": lambda b, r: b.put(r),
-            "txn": lambda b, r: b.txn(r),
-        }
+        handlers = apply_handlers(lessor=self.lessor)  # the node's own table
         batch = self.store.begin_batch()
         try:
             out = handlers[kind](batch, req)

@@ -17,6 +17,7 @@ from kvstore import errors
 from kvstore.lease import FakeClock, LeaderInfo, LeaderLeases, LeaseService, Lessor
 from kvstore.mvcc import MvccStore
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from kvstore.server.applier import apply_handlers
 from kvstore.storage.backend import Backend
 from kvstore.watch import WatchHub
 
@@ -45,15 +46,7 @@ class LocalKv:
             member_id=self.member_id,
             min_ttl_s=2,
         )
-        self._handlers = {
-            "put": lambda b, r: b.put(r),
-            "delete_range": lambda b, r: b.delete_range(r),
-            "txn": lambda b, r: b.txn(r),
-            "lease_grant": self.lessor.apply_grant,
-            "lease_revoke": self.lessor.apply_revoke,
-            "lease_checkpoint": self.lessor.apply_checkpoint,
-            "compaction": lambda b, r: b.compact(r.revision),
-        }
+        self._handlers = apply_handlers(lessor=self.lessor)  # the node's own table
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         return rpc_pb2.ResponseHeader(
