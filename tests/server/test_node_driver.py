@@ -196,7 +196,11 @@ def test_stop_fails_pending_requests_with_stopped() -> None:
         await h.leader()
         h.net.down.update(h.ids)  # nothing can commit any more
         fut = asyncio.ensure_future(h.kvs[1].put(put(b"p", b"1")))
-        await asyncio.sleep(0)
+        d = h.drivers[1]
+        await async_wait_until(
+            lambda: len(d.waiters) == 1 or d.leader_id == 0, interval=0.001,
+            what="the put pending in the driver (or waiting for a leader)",
+        )  # fmt: skip
         await h.drivers[1].stop()
         with pytest.raises(errors.EtcdError) as info:
             await fut
@@ -368,7 +372,10 @@ def test_too_many_pending_proposals_are_refused(monkeypatch: pytest.MonkeyPatch)
         pending = [
             asyncio.ensure_future(h.kvs[leader].put(put(b"p%d" % i, b"v"))) for i in range(6)
         ]
-        await asyncio.sleep(0)
+        await async_wait_until(
+            lambda: len(h.drivers[leader].waiters) == 6, interval=0.001,
+            what="six proposals pending",
+        )  # fmt: skip
         with pytest.raises(errors.EtcdError) as info:
             await h.kvs[leader].put(put(b"one-too-many", b"v"))
         assert info.value == errors.TOO_MANY_REQUESTS()
