@@ -73,7 +73,7 @@ def open_system(
     endpoints: list[str] | None = None,
     pids: list[int] | None = None,
 ) -> Iterator[BenchTarget]:
-    """`kind`: "kvstore" (kvstore.devcluster.LocalCluster), "etcd" (a real
+    """`kind`: "kvstore" (kvstore.testing.devcluster.LocalCluster), "etcd" (a real
     etcd via kvstore.testing.etcd_cluster.EtcdCluster) or "external"
     (`endpoints`, optional `pids`, nothing started). Waits for a leader."""
     if kind == "external":
@@ -90,7 +90,7 @@ def open_system(
             yield BenchTarget("etcd", list(c.endpoints), cluster_pids(c), c)
         return
     if kind == "kvstore":
-        from kvstore.devcluster import LocalCluster
+        from kvstore.testing.devcluster import LocalCluster
 
         with LocalCluster(size=size, extra_args=extra_args) as c:
             c.wait_leader(timeout=START_TIMEOUT_S)
