@@ -36,17 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvstore.maintenance.backup import verify_file
 from kvstore.maintenance.compaction import AutoCompactor, parse_retention
 from kvstore.maintenance.quota import AlarmTable, capped, effective_quota
 from kvstore.maintenance.service import MaintenanceService
-from kvstore.maintenance.snapshot_transfer import (
-    SPOOL_DIRNAME,
-    SnapshotInstaller,
-    SnapshotReceiver,
-    SnapshotSender,
-    clean_spool,
-)
+from kvstore.maintenance.snapshot_install import BackupSnapshotSource, SnapshotInstaller
 from kvstore.raft.types import Message, MessageType, Snapshot
+from kvstore.storage.snapshot_spool import SPOOL_DIRNAME, clean_spool
+from kvstore.transport.snapshot_recv import SnapshotReceiver
+from kvstore.transport.snapshot_send import SnapshotSender
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +129,28 @@ def attach_maintenance(node: Any, settings: MaintenanceSettings | None = None) -
     )
     kv.maintenance = m.service
 
-    # --- snapshot transfer ---
-    from kvstore.transport.peer import CHANNEL_OPTIONS
-
+    # --- snapshot transfer (network: transport/snapshot_send|recv.py) ---
     def report(peer: int, ok: bool) -> None:
         driver.deliver([Message(MessageType.SNAP_STATUS, sender=peer, reject=not ok)])
 
     m.sender = SnapshotSender(
-        backend,
+        node.peer_channels,
+        BackupSnapshotSource(backend),
         spool,
         cluster_id=data.cluster_id,
         self_id=data.member_id,
         peer_address=lambda pid: transport.peers().get(pid),
         report=report,
-        channel_options=CHANNEL_OPTIONS,
     )
     m.installer = SnapshotInstaller(backend, [_reloader(node, alarms), _notify(m)])
     # The receiver has the installer stage the state off the loop before Raft
     # gets the message; the driver's install then only switches.
     m.receiver = SnapshotReceiver(
-        spool, cluster_id=data.cluster_id, deliver=driver.deliver, prepare=m.installer.prepare
+        spool,
+        cluster_id=data.cluster_id,
+        deliver=driver.deliver,
+        verify=verify_file,
+        prepare=m.installer.prepare,
     )
     transport.snapshot_sender = m.sender.send
     transport.snapshot_receiver = m.receiver.handle

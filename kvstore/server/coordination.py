@@ -4,7 +4,7 @@ Owns: creating the Lessor (loaded from the `lease` family and the store's
 leased keys, installed as the MVCC store's lease hooks), registering the
 lease apply handlers with the Applier, the WatchHub that receives every
 applied batch's events, and the LeaseService (leader expiry loop,
-keepalive forwarding to the leader's client URL); starting and stopping
+keepalive forwarding through transport.forward); starting and stopping
 their background tasks with the node.
 Never: reads the clock in apply (LeaderLeases owns the clock, leader-side
 only), or lets a watcher failure reach the apply loop (the hub never
@@ -15,7 +15,7 @@ Use from KvNode:
     coord = Coordination(data.store, data.backend)
     coord.register(applier)                 # before the driver applies anything
     ... NodeDriver(..., watch_hook=coord.publish) ... KvServer(...)
-    coord.bind(kv, members, member_id, election_timeout_s)
+    coord.bind(kv, LeaseForwarding(forwarder), member_id, election_timeout_s)
     coord.follow_snapshots(node.maintenance); coord.start()
     ... await coord.stop()                  # before the driver stops
 """
@@ -25,8 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 from kvstore.lease import (
-    LeaderInfo,
     LeaderLeases,
+    LeaseForwarder,
     LeaseService,
     Lessor,
     MonotonicClock,
@@ -60,23 +60,20 @@ class Coordination:
         """The driver's watch hook: events of the batch just applied."""
         self.hub.publish(events)
 
-    def bind(self, kv: Any, members: Any, member_id: int, election_timeout_s: float) -> None:
+    def bind(
+        self, kv: Any, forwarder: LeaseForwarder, member_id: int, election_timeout_s: float
+    ) -> None:
         """Create the lease facade over `kv` and expose both on it
-        (`kv.watch_hub`, `kv.leases`) for the api servicers."""
+        (`kv.watch_hub`, `kv.leases`) for the api servicers. A follower's
+        keepalives and time-to-live go to the leader through `forwarder`."""
         self._kv = kv
-        driver = kv.driver
-
-        def leader_urls() -> list[str]:
-            leader = driver.leader_id
-            member = members.get(leader) if leader and leader != member_id else None
-            return list(member.client_urls) if member is not None else []
-
         self.leases = LeaseService(
             self.lessor,
             LeaderLeases(self.lessor, MonotonicClock()),
             propose=kv.propose,
             header=kv.header,
-            leader_info=LeaderInfo(lambda: kv.is_leader, leader_urls),
+            is_leader=lambda: kv.is_leader,
+            forwarder=forwarder,
             member_id=member_id,
             min_ttl_s=min_lease_ttl(election_timeout_s),
         )

@@ -20,6 +20,7 @@ from kvstore import errors
 from kvstore.raft.types import Role
 from kvstore.server.membership import MemberTable
 from kvstore.server.node import NodeDriver
+from kvstore.transport.forward import LeaderForwarder
 
 # Clients (go-zero, clientv3 RejectOldCluster) refuse servers reporting < 3.2,
 # so Status and /version report an etcd-like version (ETCD_API.md §0.6).
@@ -59,6 +60,7 @@ class KvServer:
         db_size: Callable[[], int] = lambda: 0,
         db_size_in_use: Callable[[], int] | None = None,
         cluster_token: str = "",
+        forwarder: LeaderForwarder | None = None,
     ) -> None:
         from kvstore.pb import internal_pb2
         from kvstore.server.cluster_ops import ClusterOps
@@ -71,7 +73,8 @@ class KvServer:
         self._db_size = db_size
         self._db_size_in_use = db_size_in_use or db_size
         self._internal = internal_pb2.InternalRequest
-        self._cluster = ClusterOps(driver, members, self.header, cluster_token)
+        # Followers forward membership changes to the leader through `forwarder`.
+        self._cluster = ClusterOps(driver, members, self.header, cluster_token, forwarder)
         # Set by server.coordination when the node wires leases and watches.
         self.watch_hub: Any = None
         self.leases: Any = None

@@ -36,10 +36,17 @@ from kvstore.server.config import NodeConfig, host_port
 from kvstore.server.coordination import Coordination
 from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
 from kvstore.server.errors import StartupError
-from kvstore.server.join import add_members_service, fetch_join_info, serve_snapshot
+from kvstore.server.join import (
+    add_members_service,
+    fetch_join_info,
+    member_list_fetcher,
+    serve_snapshot,
+)
 from kvstore.server.kv_server import KvServer
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver, WatchHook
+from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
+from kvstore.transport.peer_client import PeerChannels, PeerClient
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,11 @@ class KvNode:
         self.maintenance: Any = None  # kvstore.maintenance.wiring.Maintenance
         self._apply_listeners: list[Callable[[ApplyResult], None]] = []
         self.coordination: Coordination | None = None
+        # Every channel to another member comes from this pool (Raft streams,
+        # snapshots, forwarding to the leader, the joiner's member list).
+        # credentials=None: plaintext; peer TLS is chosen here and only here.
+        self.peer_channels = PeerChannels(credentials=None)
+        self.forwarder: LeaderForwarder | None = None
         # Read at scrape time; the api counts RPCs in it through `kv.metrics`.
         self.metrics = NodeMetrics(self)
 
@@ -143,7 +155,8 @@ class KvNode:
         cfg = self.cfg
         # A joiner asks the running members who it is (ids are not derivable
         # from the flags once members were added and removed).
-        join = await fetch_join_info(cfg) if needs_join(cfg) else None
+        client = PeerClient(self.peer_channels)
+        join = await fetch_join_info(cfg, member_list_fetcher(client)) if needs_join(cfg) else None
         self.data = data = open_data_dir(cfg, join)
         try:
             member_id = data.member_id
@@ -172,7 +185,14 @@ class KvNode:
                 data.log_storage,
                 random.Random(member_id ^ time.time_ns()),
             )
-            self.transport = GrpcTransport(member_id, data.cluster_id, self._deliver)
+            self.transport = GrpcTransport(
+                member_id, data.cluster_id, self._deliver, channels=self.peer_channels
+            )
+            # Followers run leader-only calls (lease keepalive/TTL, membership
+            # changes) on the leader through this one forwarder.
+            self.forwarder = LeaderForwarder(
+                client, LeaderResolver(self._leader_id, data.members)
+            )
             if hasattr(self.transport, "on_unreachable"):
                 self.transport.on_unreachable = self._unreachable
             if hasattr(self.transport, "on_removed"):
@@ -199,9 +219,11 @@ class KvNode:
                 db_size=lambda: self._backend_size("size_bytes"),
                 db_size_in_use=lambda: self._backend_size("size_in_use_bytes"),
                 cluster_token=cfg.initial_cluster_token,
+                forwarder=self.forwarder,
             )
             self.kv.metrics = self.metrics  # add_servicers counts RPCs in it
-            coord.bind(self.kv, data.members, member_id, cfg.election_timeout_s)
+            coord.bind(self.kv, LeaseForwarding(self.forwarder), member_id,
+                       cfg.election_timeout_s)  # fmt: skip
             self._update_peers()
             if self._peer_server is None:
                 from kvstore.transport import SERVER_OPTIONS
@@ -238,6 +260,9 @@ class KvNode:
     def _deliver(self, messages: list) -> None:
         if self.driver is not None:
             self.driver.deliver(messages)
+
+    def _leader_id(self) -> int:
+        return self.driver.leader_id if self.driver is not None else 0
 
     def _unreachable(self, peer_id: int) -> None:
         if self.driver is not None:
@@ -375,6 +400,9 @@ class KvNode:
                 await _maybe_await(self.transport.stop())
             except Exception:  # noqa: BLE001
                 log.exception("transport stop failed")
+        if self.forwarder is not None:
+            await self.forwarder.close()
+        await self.peer_channels.close()
         if self._peer_server is not None:
             # A pre-bound server passed in is handed over: we start and stop it.
             await self._peer_server.stop(grace=0.5)
