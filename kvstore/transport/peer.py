@@ -316,7 +316,11 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
     def __init__(self, transport: GrpcTransport) -> None:
         self._t = transport
 
-    async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Stream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[raftpb_pb2.MessageBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
         t = self._t
         md = dict(context.invocation_metadata() or ())
         cid = md.get(CLUSTER_ID_METADATA)
@@ -359,11 +363,16 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
             log.warning("rejected stream from remote peer %x because it was removed", sender)
         await context.abort(MEMBER_REMOVED_CODE, MEMBER_REMOVED)
 
-    async def SendSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
+    async def SendSnapshot(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[raftpb_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> raftpb_pb2.SnapshotAck:
         receiver = self._t.snapshot_receiver
         if receiver is not None:
             return await receiver(request_iterator, context)
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot streaming not implemented")
+        raise AssertionError("unreachable")  # abort() raises
 
 
 def _parse_hex(value: str | bytes | None) -> int | None:

@@ -28,13 +28,23 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 import grpc
 
 log = logging.getLogger(__name__)
 
 ChannelOption = tuple[str, int | str]
+
+# Options of the shared channels. gRPC's own reconnect back-off grows to two
+# minutes by default: a leader that restarts at the same address would then
+# stay unreachable for forwarding long after it is back. Kept as short as the
+# Raft streams' (peer.py). No keepalive pings: client ports do not accept them.
+SHARED_CHANNEL_OPTIONS: tuple[ChannelOption, ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 250),
+)
 
 # A peer call whose target is a function is re-resolved before every attempt
 # (the leader may have changed between two attempts).
@@ -132,7 +142,7 @@ class PeerChannels:
         self,
         *,
         credentials: grpc.ChannelCredentials | None,
-        options: Sequence[ChannelOption] = (),
+        options: Sequence[ChannelOption] = SHARED_CHANNEL_OPTIONS,
     ) -> None:
         self._credentials = credentials
         self._options = tuple(options)
@@ -223,9 +233,9 @@ class PeerClient:
         raise AssertionError("unreachable")  # the loop always returns or raises
 
 
-def _serializer(request: object) -> Callable[[_Serializable], bytes] | None:
+def _serializer(request: Req) -> Callable[[Req], bytes] | None:
     # Raw-bytes methods (the member-list RPC) go out as they are.
-    return None if isinstance(request, bytes) else serialize
+    return None if isinstance(request, bytes) else cast(Callable[[Req], bytes], serialize)
 
 
 def serialize(message: _Serializable) -> bytes:
@@ -241,6 +251,7 @@ __all__ = [
     "PeerDeadlineExceeded",
     "PeerUnavailable",
     "RetryPolicy",
+    "SHARED_CHANNEL_OPTIONS",
     "StreamMethod",
     "Target",
     "UnaryMethod",

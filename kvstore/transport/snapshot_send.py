@@ -144,19 +144,21 @@ class SnapshotSender:
         cluster_id, sender = self._cluster_id, self._self_id
 
         async def chunks() -> AsyncIterator[raftpb_pb2.SnapshotChunk]:
-            yield raftpb_pb2.SnapshotChunk(
-                cluster_id=cluster_id, **{"from": sender}, message=codec.message_to_pb(msg)
-            )
+            first = _chunk(cluster_id, sender)
+            first.message.CopyFrom(codec.message_to_pb(msg))
+            yield first
             with open(path, "rb") as f:
                 while True:
                     data = f.read(self._chunk_bytes)
                     if not data:
                         break
                     self.chunks_sent += 1
-                    yield raftpb_pb2.SnapshotChunk(
-                        cluster_id=cluster_id, **{"from": sender}, data=data
-                    )
-            yield raftpb_pb2.SnapshotChunk(cluster_id=cluster_id, **{"from": sender}, last=True)
+                    chunk = _chunk(cluster_id, sender)
+                    chunk.data = data
+                    yield chunk
+            last = _chunk(cluster_id, sender)
+            last.last = True
+            yield last
 
         # A channel of its own (the stream's message-size and keepalive options),
         # closed when the transfer ends.
@@ -168,6 +170,13 @@ class SnapshotSender:
                 metadata=((CLUSTER_ID_METADATA, f"{cluster_id:x}"),),
             )
         return int(ack.bytes_received)
+
+
+def _chunk(cluster_id: int, sender: int) -> raftpb_pb2.SnapshotChunk:
+    """A chunk carrying the stream's header fields (`from` is a Python keyword)."""
+    chunk = raftpb_pb2.SnapshotChunk(cluster_id=cluster_id)
+    setattr(chunk, "from", sender)  # noqa: B010
+    return chunk
 
 
 __all__ = [
