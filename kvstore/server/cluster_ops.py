@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from kvstore import errors
 from kvstore.raft.errors import ConfChangeInProgress, NotLeader, ProposalDropped
@@ -35,6 +35,9 @@ from kvstore.transport.forward import (
     LeaderResolver,
 )
 from kvstore.transport.peer_client import UnaryMethod
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 # Salts tried before giving up on finding an unused member id (a collision of
 # 64-bit hashes is already astronomically unlikely; this only bounds the loop).
@@ -98,7 +101,7 @@ class ClusterOps:
     def leader_client_address(self) -> str | None:
         return self._resolver.leader_client_address()
 
-    async def _forward(self, method: UnaryMethod[Any, Any], request: Any) -> Any:
+    async def _forward(self, method: UnaryMethod[Req, Resp], request: Req) -> Resp:
         """Run `method` on the leader (we are a follower); errors.EtcdError."""
         if self._forwarder is None:
             raise errors.NO_LEADER()

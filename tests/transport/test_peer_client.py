@@ -5,15 +5,16 @@ mapping, leader resolution and forwarding to the leader."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 
 import grpc
 import pytest
 
 from kvstore import errors
+from kvstore.pb import rpc_pb2
 from kvstore.testing.waiting import free_port
-from kvstore.transport.forward import LeaderForwarder, LeaderResolver
+from kvstore.transport.forward import LEASE_KEEPALIVE, LeaderForwarder, LeaderResolver
 from kvstore.transport.peer_client import (
     PeerCallError,
     PeerChannels,
@@ -306,6 +307,93 @@ def test_forwarder_follows_the_leader_and_maps_errors() -> None:
             with pytest.raises(errors.EtcdError) as exc:
                 await forwarder.unary(WRITE, b"x")
             assert exc.value == errors.STOPPED()
+            await channels.close()
+
+    run(body)
+
+
+# --- pipelined streams -------------------------------------------------------------------
+
+
+class KeepAliveServer:
+    """A LeaseKeepAlive stream endpoint answering TTL=`ttl`; lease ID 0 hangs,
+    lease ID 1 ends the stream with etcd's "no leader"."""
+
+    def __init__(self, ttl: int) -> None:
+        self.ttl = ttl
+        self.streams = 0
+        self._server: grpc.aio.Server | None = None
+        self.url = ""
+
+    async def _stream(
+        self,
+        requests: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        self.streams += 1
+        async for req in requests:
+            if req.ID == 0:
+                await asyncio.Event().wait()
+            if req.ID == 1:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, errors.NO_LEADER.message)
+            yield rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, TTL=self.ttl)
+
+    async def __aenter__(self) -> KeepAliveServer:
+        self._server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "etcdserverpb.Lease",
+            {
+                "LeaseKeepAlive": grpc.stream_stream_rpc_method_handler(
+                    self._stream,
+                    request_deserializer=rpc_pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=rpc_pb2.LeaseKeepAliveResponse.SerializeToString,
+                )
+            },
+        )
+        self._server.add_generic_rpc_handlers((handler,))
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        assert port
+        self.url = f"http://127.0.0.1:{port}"
+        await self._server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        await self._server.stop(grace=None)
+
+
+def test_pipelined_requests_share_one_stream_that_follows_the_leader() -> None:
+    async def body() -> None:
+        async with KeepAliveServer(ttl=10) as one, KeepAliveServer(ttl=20) as two:
+            leader = 1
+            table = members(m1=[one.url], m2=[two.url])
+            channels = PeerChannels(credentials=None)
+            forwarder = LeaderForwarder(
+                PeerClient(channels), LeaderResolver(lambda: leader, table)
+            )
+
+            async def ask(lease_id: int, timeout_s: float | None = None) -> tuple[int, int]:
+                req = rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)
+                resp = await forwarder.pipelined(LEASE_KEEPALIVE, req, timeout_s=timeout_s)
+                return resp.ID, resp.TTL
+
+            ids = list(range(100, 150))
+            assert await asyncio.gather(*(ask(i) for i in ids)) == [(i, 10) for i in ids]
+            assert one.streams == 1  # fifty requests, one stream
+            leader = 2
+            assert await ask(7) == (7, 20)  # a new leader: a new stream there
+            assert (one.streams, two.streams) == (1, 1)
+            # The leader ends the stream with its etcd error: passed on as is.
+            with pytest.raises(errors.EtcdError) as exc:
+                await ask(1)
+            assert exc.value == errors.NO_LEADER()
+            # No answer in time: "request timed out", and the stuck stream is dropped.
+            with pytest.raises(errors.EtcdError) as exc:
+                await ask(0, timeout_s=0.3)
+            assert exc.value == errors.TIMEOUT()
+            assert await ask(8) == (8, 20)
+            assert two.streams == 3
+            await forwarder.close()
             await channels.close()
 
     run(body)
