@@ -14,7 +14,7 @@ The seams, by who calls whom:
   NodeDriver ──────DurableLog────────► storage.raft_log.RocksLogStorage (LogStorage + writes)
   NodeDriver ──────StateMachine──────► server.applier.Applier
   NodeDriver ──────Transport─────────► transport.GrpcTransport
-  NodeDriver ──────SnapshotInstaller─► maintenance.snapshot_transfer.SnapshotInstaller
+  NodeDriver ──────SnapshotInstaller─► maintenance.snapshot_install.SnapshotInstaller
   Applier ─────────ApplyGate─────────► maintenance.quota.AlarmTable (NOSPACE stage)
   Applier ─────────ApplyHandler──────► mvcc batch ops, lease and alarm apply functions
   facades ─────────Proposer──────────► server.proposer.Proposer (propose via Raft, header)

@@ -23,7 +23,7 @@ from kvstore.maintenance.backup import iter_chunks, write_backup
 from kvstore.maintenance.defrag import defragment
 from kvstore.maintenance.hash import backend_hash, hash_kv_response
 from kvstore.maintenance.quota import NOSPACE, AlarmTable, QuotaGuard
-from kvstore.maintenance.snapshot_transfer import ThreadWork
+from kvstore.maintenance.snapshot_install import ThreadWork
 from kvstore.pb import rpc_pb2
 from kvstore.seams import Proposer
 from kvstore.storage.backend import Backend

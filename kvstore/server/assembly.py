@@ -4,22 +4,31 @@ Owns: `NodeParts`, whose constructor builds a member's components in
 dependency order, each handed the parts (or the `kvstore.seams` callables) it
 needs, and nothing set on any object afterwards:
 
+    peers       PeerChannels (every channel to another member; the one choice
+                of peer credentials) and PeerClient over it — made first by
+                `NodeParts.open`, since a joiner asks the running members who
+                it is before its data dir exists
     storage     data dir: RocksDB backend, Raft log, MVCC store (with the
                 lessor as its lease hooks), member table, alarm table
     raft core   RaftCore over the Raft log
     apply       Applier: gate stages (NOSPACE quota) -> handlers (MVCC,
                 lease, alarm), timings to the metrics observer
-    snapshots   installer (+ what reloads after an install), receiver, sender
-    transport   GrpcTransport (Raft streams; MSG_SNAP to the sender)
+    snapshots   installer (maintenance/snapshot_install.py, + what reloads
+                after an install), receiver and sender (transport/)
+    transport   GrpcTransport (Raft streams over the pool; MSG_SNAP to the
+                sender)
     driver      NodeDriver (core, log, applier, transport, installer)
+    forwarding  LeaderForwarder over LeaderResolver (followers run lease
+                keepalive/TTL and membership changes on the leader)
     facades     Proposer -> WatchHub, LeaseService, MaintenanceService,
                 AutoCompactor -> KvServer (what the api servicers call)
 
 and `start()` / `stop()` of their background tasks, in that order and in
-reverse. A cycle in "who calls whom" (the transport delivers to the driver,
-which sends through the transport; the installer reloads parts built after
-it) goes through a method of this class, so each constructor still receives
-everything it needs.
+reverse (the forwarder and the channel pool close last). A cycle in "who
+calls whom" (the transport delivers to the driver, which sends through the
+transport; the installer reloads parts built after it; the resolver asks the
+driver who leads) goes through a method of this class, so each constructor
+still receives everything it needs.
 Never: binds a listener or registers gRPC services (KvNode and the `kvstore`
 command do), reads the clock except to seed randomness and the compactor.
 """
@@ -35,36 +44,35 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from kvstore.lease import (
-    LeaderInfo,
     LeaderLeases,
     LeaseService,
     Lessor,
     MonotonicClock,
     min_lease_ttl,
 )
+from kvstore.maintenance.backup import verify_file
 from kvstore.maintenance.compaction import AutoCompactor, parse_retention
 from kvstore.maintenance.quota import AlarmTable, effective_quota
 from kvstore.maintenance.service import MaintenanceService
-from kvstore.maintenance.snapshot_transfer import (
-    SPOOL_DIRNAME,
-    SnapshotInstaller,
-    SnapshotReceiver,
-    SnapshotSender,
-    clean_spool,
-)
+from kvstore.maintenance.snapshot_install import BackupSnapshotSource, SnapshotInstaller
 from kvstore.pb import rpc_pb2
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Message, MessageType, Snapshot
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
 from kvstore.server.config import NodeConfig
-from kvstore.server.datadir import OpenedDataDir, open_data_dir
+from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
+from kvstore.server.join import fetch_join_info, member_list_fetcher
 from kvstore.server.kv_server import KvServer
 from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, MemberTable
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
 from kvstore.server.proposer import Proposer
+from kvstore.storage.snapshot_spool import SPOOL_DIRNAME, clean_spool
 from kvstore.transport import GrpcTransport
-from kvstore.transport.peer import CHANNEL_OPTIONS
+from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
+from kvstore.transport.peer_client import PeerChannels, PeerClient
+from kvstore.transport.snapshot_recv import SnapshotReceiver
+from kvstore.transport.snapshot_send import SnapshotSender
 from kvstore.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -97,20 +105,54 @@ class NodeEvents:
 class NodeParts:
     """One member's components (see the module docstring for the order).
 
-    Raises what `open_data_dir` raises (DataDirError) without leaving
-    anything open."""
+    Built by `await NodeParts.open(cfg, ...)`. Raises what `open_data_dir`
+    raises (DataDirError), or StartupError when a joiner cannot learn its
+    ids, without leaving anything open."""
+
+    @classmethod
+    async def open(
+        cls,
+        cfg: NodeConfig,
+        *,
+        metrics: NodeMetrics,
+        events: NodeEvents,
+        persist_in_thread: bool = True,
+    ) -> NodeParts:
+        """The channel pool first: a joiner (`--initial-cluster-state
+        existing`, no data dir yet) asks the running members through it who
+        it is (ids are not derivable from the flags once members were added
+        and removed); then every other part."""
+        # credentials=None: plaintext. Peer TLS is chosen here and only here.
+        channels = PeerChannels(credentials=None)
+        try:
+            join = None
+            if needs_join(cfg):
+                join = await fetch_join_info(cfg, member_list_fetcher(PeerClient(channels)))
+            return cls(
+                cfg, join, channels, metrics=metrics, events=events,
+                persist_in_thread=persist_in_thread,
+            )  # fmt: skip
+        except BaseException:
+            await channels.close()
+            raise
 
     def __init__(
         self,
         cfg: NodeConfig,
         join: JoinInfo | None,
+        channels: PeerChannels,
         *,
         metrics: NodeMetrics,
         events: NodeEvents,
         persist_in_thread: bool = True,
     ) -> None:
+        """`channels`: the pool every peer connection comes from; owned from
+        here on (closed by `stop()`), not closed if this raises."""
         self.cfg = cfg
         self._events = events
+        # --- peers: every channel to another member comes from this pool ----
+        self.channels = channels
+        self.peer_client = PeerClient(channels)
         # --- storage (the lessor first: the MVCC store's lease hooks) -------
         self.lessor = Lessor()
         self.data: OpenedDataDir = open_data_dir(cfg, join, lease_hooks=self.lessor)
@@ -163,16 +205,16 @@ class NodeParts:
         # Raft gets the message; the driver's install then only switches.
         self.receiver = SnapshotReceiver(
             self.spool, cluster_id=cluster_id, deliver=self._deliver,
-            prepare=self.installer.prepare,
+            verify=verify_file, prepare=self.installer.prepare,
         )  # fmt: skip
         self.sender = SnapshotSender(
-            backend,
+            self.channels,
+            BackupSnapshotSource(backend),
             self.spool,
             cluster_id=cluster_id,
             self_id=member_id,
             peer_address=self._peer_address,
             report=self._snapshot_sent,
-            channel_options=CHANNEL_OPTIONS,
         )
 
         # --- transport and driver ---------------------------------------------
@@ -180,6 +222,7 @@ class NodeParts:
             member_id,
             cluster_id,
             self._deliver,
+            channels=self.channels,
             on_unreachable=self._unreachable,
             on_removed=self._events.told_removed,
             snapshot_sender=self.sender.send,
@@ -201,6 +244,11 @@ class NodeParts:
             observer=metrics,
         )
 
+        # --- forwarding: a follower runs leader-only calls on the leader -------
+        self.forwarder = LeaderForwarder(
+            self.peer_client, LeaderResolver(self._leader_id, data.members)
+        )
+
         # --- facades ------------------------------------------------------------
         self.proposer = Proposer(self.driver, store, cluster_id=cluster_id, member_id=member_id)
         self.hub = WatchHub(
@@ -213,7 +261,8 @@ class NodeParts:
             LeaderLeases(self.lessor, MonotonicClock()),
             propose=self.proposer.propose,
             header=self.proposer.header,
-            leader_info=LeaderInfo(self._is_leader, self._leader_client_urls),
+            is_leader=self._is_leader,
+            forwarder=LeaseForwarding(self.forwarder),
             member_id=member_id,
             min_ttl_s=min_lease_ttl(cfg.election_timeout_s),
         )
@@ -248,6 +297,7 @@ class NodeParts:
             leases=self.leases,
             maintenance=self.maintenance,
             metrics=metrics,
+            forwarder=self.forwarder,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -264,7 +314,8 @@ class NodeParts:
             )
 
     async def stop(self) -> None:
-        """Reverse order; the backend closes last (KvNode closes `data`)."""
+        """Reverse order, then the forwarder and the channel pool; the backend
+        closes last (KvNode closes `data`)."""
         if self._compactor_task is not None:
             self._compactor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -278,6 +329,8 @@ class NodeParts:
         await self.hub.stop()
         await self.driver.stop()
         await _quietly("transport stop", self.transport.stop())
+        await _quietly("forwarder close", self.forwarder.close())
+        await _quietly("peer channels close", self.channels.close())
 
     # ------------------------------------------------ calls between the parts
     def _deliver(self, messages: list[Message]) -> None:
@@ -300,12 +353,8 @@ class NodeParts:
     def _is_leader(self) -> bool:
         return self.kv.is_leader
 
-    def _leader_client_urls(self) -> list[str]:
-        leader = self.driver.leader_id
-        if not leader or leader == self.data.member_id:
-            return []
-        member = self.data.members.get(leader)
-        return list(member.client_urls) if member is not None else []
+    def _leader_id(self) -> int:
+        return self.driver.leader_id
 
     async def _compact(self, revision: int) -> None:
         await self.kv.compact(rpc_pb2.CompactionRequest(revision=revision))

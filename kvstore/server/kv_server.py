@@ -26,6 +26,7 @@ from kvstore.server.cluster_ops import ClusterOps
 from kvstore.server.membership import MemberTable
 from kvstore.server.node import NodeDriver
 from kvstore.server.proposer import Proposer
+from kvstore.transport.forward import LeaderForwarder
 
 if TYPE_CHECKING:
     from kvstore.maintenance.service import MaintenanceService
@@ -56,7 +57,9 @@ class KvServer:
     `watch_hub` and `leases` (None: the Watch / Lease / Lock / Election APIs
     are off), `maintenance` (None: quota, alarms, hash, snapshot and
     defragment fall back to the plain behaviour below), `metrics` (counts
-    RPCs when the api registers servicers; None: not counted)."""
+    RPCs when the api registers servicers; None: not counted), `forwarder`
+    (transport.forward: a follower runs membership changes on the leader
+    through it; None: a follower answers them "no leader")."""
 
     def __init__(
         self,
@@ -74,6 +77,7 @@ class KvServer:
         leases: LeaseFacade | None = None,
         maintenance: MaintenanceService | None = None,
         metrics: NodeMetrics | None = None,
+        forwarder: LeaderForwarder | None = None,
     ) -> None:
         self._driver = driver
         self._store = store
@@ -85,7 +89,8 @@ class KvServer:
         self._proposer = proposer or Proposer(
             driver, store, cluster_id=cluster_id, member_id=member_id
         )
-        self._cluster = ClusterOps(driver, members, self.header, cluster_token)
+        # Followers forward membership changes to the leader through `forwarder`.
+        self._cluster = ClusterOps(driver, members, self.header, cluster_token, forwarder)
         self._watch_hub = watch_hub
         self._leases = leases
         self.maintenance = maintenance

@@ -1,12 +1,11 @@
 """KvNode: one running member's lifecycle.
 
 Owns: building its parts through the composition root
-(server.assembly.NodeParts: data dir, Raft core, apply pipeline, transport,
-driver, facades), starting them and tearing them down in the reverse order;
+(server.assembly.NodeParts: peer channel pool, data dir, Raft core, apply
+pipeline, transport, driver, forwarding, facades), starting them and tearing
+them down in the reverse order;
 the peer gRPC server (unless one is passed in, e.g. bound to port 0 by a
 test) with the member-list RPC joiners ask (kvstore.server.join);
-on a first start with `--initial-cluster-state existing`, fetching this
-member's ids from the running cluster before the data dir is created;
 publishing this member's name and client URLs through Raft once a leader
 exists (etcd's `publish`), until the member table shows them; setting
 `removed` once this member is out of the cluster — it applied its own
@@ -37,9 +36,9 @@ from kvstore.seams import WatchHook
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.assembly import NodeEvents, NodeParts
 from kvstore.server.config import NodeConfig, host_port
-from kvstore.server.datadir import OpenedDataDir, needs_join
+from kvstore.server.datadir import OpenedDataDir
 from kvstore.server.errors import StartupError
-from kvstore.server.join import add_members_service, fetch_join_info, serve_snapshot
+from kvstore.server.join import add_members_service, serve_snapshot
 from kvstore.server.kv_server import KvServer
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
@@ -148,14 +147,12 @@ class KvNode(NodeEvents):
         self._apply_listeners.append(fn)
 
     async def start(self) -> None:
-        """Open the data dir, build the parts, start them. Raises DataDirError /
-        StartupError (one-line messages) without leaving tasks behind."""
+        """Build the parts (a joiner first learns its ids from the running
+        cluster), start them. Raises DataDirError / StartupError (one-line
+        messages) without leaving tasks behind."""
         cfg = self.cfg
-        # A joiner asks the running members who it is (ids are not derivable
-        # from the flags once members were added and removed).
-        join = await fetch_join_info(cfg) if needs_join(cfg) else None
-        self.parts = parts = NodeParts(
-            cfg, join, metrics=self.metrics, events=self,
+        self.parts = parts = await NodeParts.open(
+            cfg, metrics=self.metrics, events=self,
             persist_in_thread=self._persist_in_thread,
         )  # fmt: skip
         try:

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from kvstore import errors
-from kvstore.lease import FakeClock, LeaderInfo, LeaderLeases, LeaseService, Lessor
+from kvstore.lease import FakeClock, LeaderLeases, LeaseService, Lessor
 from kvstore.mvcc import MvccStore
 from kvstore.pb import rpc_pb2
 from kvstore.server.applier import apply_handlers
 from kvstore.storage.backend import Backend
+from tests.watch.local_node import no_leader_forwarding
 
 
 class Member:
@@ -40,7 +41,8 @@ class Member:
             header=lambda revision=None: rpc_pb2.ResponseHeader(
                 revision=self.store.current_revision if revision is None else revision
             ),
-            leader_info=LeaderInfo(lambda: self.cluster.leader is self, lambda: []),
+            is_leader=lambda: self.cluster.leader is self,
+            forwarder=no_leader_forwarding(),
             member_id=len(self.cluster.members) + 1,
             min_ttl_s=2,
         )

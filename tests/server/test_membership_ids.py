@@ -126,9 +126,8 @@ def test_a_peer_lagging_behind_member_add_is_asked_again(monkeypatch, tmp_path: 
     async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
         return 0xABC, 11, next(answers)
 
-    monkeypatch.setattr(join, "fetch_one", fake_fetch)
     monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
-    info = asyncio.run(join.fetch_join_info(joiner(tmp_path, TWO_PEERS)))
+    info = asyncio.run(join.fetch_join_info(joiner(tmp_path, TWO_PEERS), fake_fetch))
     assert (info.member_id, info.cluster_id) == (99, 0xABC)
 
 
@@ -138,11 +137,12 @@ def test_a_member_never_added_fails_after_the_grace(monkeypatch, tmp_path: Path)
     async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
         return 0xABC, 11, MemberTable([Member(11, "a", ["http://127.0.0.1:1"])])
 
-    monkeypatch.setattr(join, "fetch_one", fake_fetch)
     monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
     monkeypatch.setattr(join, "NOT_LISTED_GRACE_S", 0.05)
     with pytest.raises(StartupError, match="add it first"):
-        asyncio.run(asyncio.wait_for(join.fetch_join_info(joiner(tmp_path, TWO_PEERS)), 10))
+        asyncio.run(
+            asyncio.wait_for(join.fetch_join_info(joiner(tmp_path, TWO_PEERS), fake_fetch), 10)
+        )
 
 
 def test_joined_data_dir_keeps_the_fetched_ids_across_restarts(tmp_path: Path) -> None:

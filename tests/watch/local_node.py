@@ -14,12 +14,20 @@ from typing import Any
 import grpc
 
 from kvstore import errors
-from kvstore.lease import FakeClock, LeaderInfo, LeaderLeases, LeaseService, Lessor
+from kvstore.lease import FakeClock, LeaderLeases, LeaseService, Lessor
 from kvstore.mvcc import MvccStore
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from kvstore.server.applier import apply_handlers
 from kvstore.storage.backend import Backend
+from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
+from kvstore.transport.peer_client import PeerChannels, PeerClient
 from kvstore.watch import WatchHub
+
+
+def no_leader_forwarding() -> LeaseForwarding:
+    """Forwarding of a member that knows no leader address: "no leader"."""
+    client = PeerClient(PeerChannels(credentials=None))
+    return LeaseForwarding(LeaderForwarder(client, LeaderResolver(lambda: 0, {})))
 
 
 class LocalKv:
@@ -42,7 +50,8 @@ class LocalKv:
             LeaderLeases(self.lessor, self.clock),
             propose=self.propose,
             header=self.header,
-            leader_info=LeaderInfo(lambda: self.is_leader, lambda: []),
+            is_leader=lambda: self.is_leader,
+            forwarder=no_leader_forwarding(),
             member_id=self.member_id,
             min_ttl_s=2,
         )
