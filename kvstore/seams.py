@@ -20,11 +20,15 @@ The seams, by who calls whom:
   facades ─────────Proposer──────────► server.proposer.Proposer (propose via Raft, header)
   driver, applier ─NodeObserver──────► server.metrics.NodeMetrics (timings)
   leader leases ───Clock─────────────► lease.clock.MonotonicClock / FakeClock
+  LeaseService ────LeaseForwarder────► transport.forward.LeaseForwarding (follower -> leader)
+  LeaderResolver ──MemberDirectory───► server.membership.MemberTable (leader's client URL)
+  SnapshotSender ──SnapshotSource────► maintenance.snapshot_install.BackupSnapshotSource
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kvstore.raft.storage import LogStorage
@@ -37,6 +41,7 @@ from kvstore.raft.types import (
     Ready,
     Role,
     Snapshot,
+    SnapshotMetadata,
 )
 
 if TYPE_CHECKING:
@@ -49,13 +54,17 @@ __all__ = [
     "DurableLog",
     "KvFacade",
     "LeaseFacade",
+    "LeaseForwarder",
     "LogStorage",
+    "MemberDirectory",
+    "MemberUrls",
     "MessageSink",
     "NodeObserver",
     "Proposer",
     "RaftNode",
     "RpcMetrics",
     "SnapshotInstaller",
+    "SnapshotSource",
     "StateMachine",
     "Transport",
     "WatchHook",
@@ -162,6 +171,48 @@ class SnapshotInstaller(Protocol):
     def install(
         self, snapshot: Snapshot, hard_state: HardState | None, current: HardState
     ) -> None: ...
+
+
+class SnapshotSource(Protocol):
+    """The state side of sending a snapshot: writes the current state as one
+    file (transport.snapshot_send.SnapshotSender streams it)."""
+
+    async def write(self, path: Path) -> tuple[SnapshotMetadata, int]:
+        """Write one consistent view of the state to `path` (off the loop);
+        -> (the index, term and membership it holds, its size in bytes)."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait for writes still running in worker threads (before the
+        backend closes: cancelling an awaiting task does not stop a thread)."""
+        ...
+
+
+class MemberUrls(Protocol):
+    """A member as the leader resolver reads it."""
+
+    @property
+    def client_urls(self) -> Sequence[str]: ...
+
+
+class MemberDirectory(Protocol):
+    """Member id -> member (server.membership.MemberTable), for
+    transport.forward.LeaderResolver."""
+
+    def get(self, member_id: int) -> MemberUrls | None: ...
+
+
+class LeaseForwarder(Protocol):
+    """A follower's way to the leader's lease calls (transport.forward.LeaseForwarding).
+
+    Both raise errors.EtcdError: the leader's own error, or a retryable one
+    (no leader, leader changed, timed out) when the leader was not reached."""
+
+    async def keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse: ...
+
+    async def time_to_live(
+        self, req: rpc_pb2.LeaseTimeToLiveRequest
+    ) -> rpc_pb2.LeaseTimeToLiveResponse: ...
 
 
 class NodeObserver(Protocol):

@@ -20,12 +20,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from kvstore import errors
 from kvstore.lease.leader import LeaderLeases
 from kvstore.lease.lessor import MAX_LEASE_TTL_S, Lessor
 from kvstore.pb import rpc_pb2
+from kvstore.seams import LeaseForwarder
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +55,6 @@ class LeaseIdGen:
             value = (self._prefix | (next(self._suffix) & ((1 << 48) - 1))) & ((1 << 63) - 1)
             if value:
                 return value
-
-
-class LeaseForwarder(Protocol):
-    """A follower's way to the leader's lease calls (transport.forward.LeaseForwarding).
-
-    Both raise errors.EtcdError: the leader's own error, or a retryable one
-    (no leader, leader changed, timed out) when the leader was not reached."""
-
-    async def keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse: ...
-
-    async def time_to_live(
-        self, req: rpc_pb2.LeaseTimeToLiveRequest
-    ) -> rpc_pb2.LeaseTimeToLiveResponse: ...
 
 
 class LeaseService:

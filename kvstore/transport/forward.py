@@ -26,14 +26,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 
 import grpc
 
 from kvstore import errors
 from kvstore.pb import rpc_pb2
+from kvstore.seams import MemberDirectory
 from kvstore.transport.peer_client import (
     PeerCallError,
     PeerClient,
@@ -85,19 +86,6 @@ MEMBER_PROMOTE: UnaryMethod[rpc_pb2.MemberPromoteRequest, rpc_pb2.MemberPromoteR
 
 
 # --- the leader's address ----------------------------------------------------------------
-
-
-class MemberUrls(Protocol):
-    """A member as the resolver reads it."""
-
-    @property
-    def client_urls(self) -> Sequence[str]: ...
-
-
-class MemberDirectory(Protocol):
-    """Member id -> member (server.membership.MemberTable)."""
-
-    def get(self, member_id: int) -> MemberUrls | None: ...
 
 
 class LeaderResolver:

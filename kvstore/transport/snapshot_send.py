@@ -2,7 +2,7 @@
 
 Owns: `SnapshotSender`. The transport hands it every outgoing MSG_SNAP
 instead of putting it on the message stream. It has the state side
-(`SnapshotSource`, maintenance/snapshot_install.py) write a snapshot file from
+(`kvstore.seams.SnapshotSource`: maintenance/snapshot_install.py) write a snapshot file from
 ONE consistent view, rewrites the message's metadata to that file's applied
 index/term and membership (like etcd's merged snapshot message: the Raft
 snapshot record only says "the log is compacted", the state sent is the
@@ -24,10 +24,10 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from kvstore.pb import raftpb_pb2, raftpb_pb2_grpc
-from kvstore.raft.types import Message, Snapshot, SnapshotMetadata
+from kvstore.raft.types import Message, Snapshot
+from kvstore.seams import SnapshotSource
 from kvstore.storage.snapshot_spool import sending_file
 from kvstore.transport import codec
 from kvstore.transport.peer import CHANNEL_OPTIONS, CLUSTER_ID_METADATA
@@ -37,20 +37,6 @@ log = logging.getLogger(__name__)
 
 TRANSFER_CHUNK_BYTES = 1 << 20
 TRANSFER_TIMEOUT_S = 300.0
-
-
-class SnapshotSource(Protocol):
-    """The state side of sending: writes the current state as one file."""
-
-    async def write(self, path: Path) -> tuple[SnapshotMetadata, int]:
-        """Write one consistent view of the state to `path` (off the loop);
-        -> (the index, term and membership it holds, its size in bytes)."""
-        ...
-
-    async def drain(self) -> None:
-        """Wait for writes still running in worker threads (before the
-        backend closes: cancelling an awaiting task does not stop a thread)."""
-        ...
 
 
 class SnapshotSender:
