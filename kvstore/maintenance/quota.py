@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+
+from google.protobuf.message import Message
 
 from kvstore import errors
+from kvstore.mvcc import MvccBatch
 from kvstore.mvcc.txn_ops import txn_puts
 from kvstore.pb import rpc_pb2
 from kvstore.storage.backend import Backend
@@ -61,7 +63,7 @@ class AlarmTable:
         self._alarms = AlarmTable.load(backend)._alarms
         self._nospace = self.has(NOSPACE)
 
-    def admit(self, kind: str, request: Any) -> None:
+    def admit(self, kind: str, request: Message) -> None:
         """Apply-pipeline stage: NO_SPACE for a space-consuming write while
         NOSPACE is raised (etcd's applierV3Capped)."""
         if self._nospace and (
@@ -86,7 +88,7 @@ class AlarmTable:
         """StatusResponse.errors strings, as etcd formats them."""
         return [f"memberID:{m} alarm:{_ALARM_NAMES.get(a, str(a))} " for m, a in self.active()]
 
-    def apply_alarm(self, batch: Any, req: Any) -> Any:
+    def apply_alarm(self, batch: MvccBatch, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         """Applier handler for InternalRequest.alarm -> AlarmResponse."""
         resp = rpc_pb2.AlarmResponse()
         action = req.action
@@ -134,7 +136,7 @@ class QuotaGuard:
             return False
         return self._db_size() + cost > self.quota_bytes
 
-    def check(self, kind: str, req: Any) -> bool:
+    def check(self, kind: str, req: Message) -> bool:
         """Raise NO_SPACE if a `kind` write must be refused; return True when a
         NOSPACE alarm should be proposed first (quota newly exceeded)."""
         if kind == "txn" and not txn_puts(req):
@@ -150,7 +152,7 @@ class QuotaGuard:
         return False
 
 
-def request_cost(kind: str, req: Any) -> int:
+def request_cost(kind: str, req: Message) -> int:
     """etcd's cost estimate: encoded size plus a per-key overhead."""
     overhead = 256 + 24
     return req.ByteSize() + overhead if kind != "lease_grant" else overhead

@@ -52,7 +52,7 @@ from kvstore.maintenance.snapshot_transfer import (
     SnapshotSender,
     clean_spool,
 )
-from kvstore.pb import rpc_pb2
+from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Message, MessageType, Snapshot
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
@@ -90,7 +90,7 @@ class NodeEvents:
     def told_removed(self) -> None:
         """A peer refused our stream: this member was removed."""
 
-    def published(self, events: list[tuple[int, list[object]]]) -> None:
+    def published(self, events: list[tuple[int, list[kv_pb2.Event]]]) -> None:
         """Events of an applied batch, after the watch hub had them."""
 
 
@@ -292,9 +292,9 @@ class NodeParts:
     def _snapshot_sent(self, peer_id: int, ok: bool) -> None:
         self.driver.deliver([Message(MessageType.SNAP_STATUS, sender=peer_id, reject=not ok)])
 
-    def _publish(self, events: list[tuple[int, list[object]]]) -> None:
+    def _publish(self, events: list[tuple[int, list[kv_pb2.Event]]]) -> None:
         """The driver's watch hook: the watch hub, then the owner."""
-        self.hub.publish(events)  # type: ignore[arg-type]
+        self.hub.publish(events)
         self._events.published(events)
 
     def _is_leader(self) -> bool:
