@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from node_harness import member_config, peer_server
 from prometheus_client.parser import text_string_to_metric_families
 from server_fakes import DictStore, SavingMemoryLog
 
@@ -22,7 +23,6 @@ from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Entry, EntryType, Message
 from kvstore.server.applier import Applier
-from kvstore.server.config import NodeConfig
 from kvstore.server.http import MetricsServer
 from kvstore.server.membership import MemberTable
 from kvstore.server.metrics import NodeMetrics
@@ -30,7 +30,6 @@ from kvstore.server.node import NodeDriver
 from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counting
 from kvstore.server.runtime import KvNode
 from kvstore.testing.waiting import async_wait_until
-from kvstore.transport import SERVER_OPTIONS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -76,23 +75,13 @@ class OneNode:
         self.channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
-        peer = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
-        peer_port = peer.add_insecure_port("127.0.0.1:0")
+        peer, peer_port = peer_server()
         self.client = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         client_port = self.client.add_insecure_port("127.0.0.1:0")
-        url = f"http://127.0.0.1:{peer_port}"
-        cfg = NodeConfig(
-            name="m0",
-            data_dir=str(self.base / "m0"),
-            listen_client_urls=(f"http://127.0.0.1:{client_port}",),
-            advertise_client_urls=(f"http://127.0.0.1:{client_port}",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=f"m0={url}",
-            initial_cluster_token="metrics-test",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-        ).validate()
+        cfg = member_config(
+            self.base / "m0", "m0", peer_port, f"m0=http://127.0.0.1:{peer_port}",
+            client_port=client_port, initial_cluster_token="metrics-test",
+        )  # fmt: skip
         self.node = KvNode(cfg, peer_server=peer)
         await self.node.start()
         add_servicers(self.client, self.node.kv)
