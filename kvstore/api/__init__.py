@@ -77,7 +77,7 @@ def add_servicers(
     add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(kv),
         "etcdserverpb.Maintenance")  # fmt: skip
     add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(kv), "etcdserverpb.Cluster")
-    _add_coordination_servicers(add, kv, max_request_bytes)
+    _add_coordination_servicers(add, kv)
     # The aio HealthServicer starts with the overall service ("") SERVING.
     add(health_pb2_grpc.add_HealthServicer_to_server, health_aio.HealthServicer(),
         "grpc.health.v1.Health")  # fmt: skip
@@ -98,14 +98,14 @@ class _Registrar:
         add_fn(servicer, self.server)
 
 
-def _add_coordination_servicers(add: _Registrar, kv: KvFacade, max_request_bytes: int) -> None:
+def _add_coordination_servicers(add: _Registrar, kv: KvFacade) -> None:
     """Watch, Lease, Lock and Election, when the facade carries a watch hub
     and a lease service (given to KvServer by server.assembly)."""
     hub = kv.watch_hub
     leases = kv.leases
     if hub is not None:
-        hub.max_response_bytes = max_request_bytes  # etcd's watch fragment threshold
-
+        # The hub's watch fragment threshold is the node's --max-request-bytes
+        # (given to WatchHub by server.assembly), as in etcd.
         add(rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(kv, hub),
             "etcdserverpb.Watch")  # fmt: skip
     if leases is not None:

@@ -207,6 +207,7 @@ class NodeParts:
             store,
             self.proposer.header,
             progress_interval_s=cfg.watch_progress_notify_interval_s,
+            max_response_bytes=cfg.max_request_bytes,  # etcd's watch fragment threshold
         )
         self.leases = LeaseService(
             self.lessor,
