@@ -55,6 +55,7 @@ from kvstore.maintenance.snapshot_transfer import (
 from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Message, MessageType, Snapshot
+from kvstore.seams import Clock
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import OpenedDataDir, open_data_dir
@@ -108,9 +109,12 @@ class NodeParts:
         metrics: NodeMetrics,
         events: NodeEvents,
         persist_in_thread: bool = True,
+        lease_clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self._events = events
+        # The leader's lease deadlines (tests pass a FakeClock).
+        self._lease_clock: Clock = lease_clock or MonotonicClock()
         # --- storage (the lessor first: the MVCC store's lease hooks) -------
         self.lessor = Lessor()
         self.data: OpenedDataDir = open_data_dir(cfg, join, lease_hooks=self.lessor)
@@ -211,7 +215,7 @@ class NodeParts:
         )
         self.leases = LeaseService(
             self.lessor,
-            LeaderLeases(self.lessor, MonotonicClock()),
+            LeaderLeases(self.lessor, self._lease_clock),
             propose=self.proposer.propose,
             header=self.proposer.header,
             leader_info=LeaderInfo(self._is_leader, self._leader_client_urls),
