@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import cast
 
 from google.protobuf.message import Message
 
@@ -28,6 +29,7 @@ from kvstore import errors
 from kvstore.mvcc import MvccBatch
 from kvstore.mvcc.txn_ops import txn_puts
 from kvstore.pb import rpc_pb2
+from kvstore.pb.rpc_pb2 import TxnRequest
 from kvstore.storage.backend import Backend
 
 ALARMS_META_KEY = b"alarms"
@@ -67,7 +69,7 @@ class AlarmTable:
         """Apply-pipeline stage: NO_SPACE for a space-consuming write while
         NOSPACE is raised (etcd's applierV3Capped)."""
         if self._nospace and (
-            kind in _SPACE_KINDS or (kind == "txn" and txn_puts(request))
+            kind in _SPACE_KINDS or (kind == "txn" and txn_puts(cast(TxnRequest, request)))
         ):
             raise errors.NO_SPACE()
 
@@ -139,7 +141,7 @@ class QuotaGuard:
     def check(self, kind: str, req: Message) -> bool:
         """Raise NO_SPACE if a `kind` write must be refused; return True when a
         NOSPACE alarm should be proposed first (quota newly exceeded)."""
-        if kind == "txn" and not txn_puts(req):
+        if kind == "txn" and not txn_puts(cast(TxnRequest, req)):
             return False
         if kind not in ("put", "txn", "lease_grant"):
             return False
