@@ -27,7 +27,7 @@ from kvstore.server.http import MetricsServer
 from kvstore.server.membership import MemberTable
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
-from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counting
+from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counted
 from kvstore.server.runtime import KvNode
 from kvstore.testing.waiting import async_wait_until
 
@@ -333,17 +333,30 @@ def test_uninstrumented_servicer_is_not_counted_and_still_maps_errors() -> None:
 def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
     import inspect
 
-    async def main() -> None:
-        counter = RpcCounter("s", "Stream", "server_stream")
+    class Streams:
+        """A servicer whose stream and unary methods count themselves."""
 
-        async def stream(request: Any, context: Any) -> Any:
+        @counted
+        async def Stream(self, request: Any, context: Any) -> Any:  # noqa: N802
             for i in range(request):
                 yield i
             if request == 2:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "gone")
 
-        wrapped = counting(stream, counter)
-        assert inspect.isasyncgenfunction(wrapped)
+        @counted
+        async def Check(self, request: Any, context: Any) -> int:  # noqa: N802
+            return request
+
+    async def main() -> None:
+        counter = RpcCounter("s", "Stream", "server_stream")
+        unary_counter = RpcCounter("s", "Check", "unary")
+        servicer = Streams()
+        # What GrpcStats.instrument gives a servicer: its counters.
+        servicer._kvstore_rpc_Stream = counter  # type: ignore[attr-defined]
+        servicer._kvstore_rpc_Check = unary_counter  # type: ignore[attr-defined]
+
+        wrapped = servicer.Stream
+        assert inspect.isasyncgenfunction(Streams.Stream)
         assert [i async for i in wrapped(3, FakeContext())] == [0, 1, 2]
         with pytest.raises(grpc.aio.AbortError):
             [i async for i in wrapped(2, FakeContext())]
@@ -353,20 +366,15 @@ def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
         assert (counter.started, counter.ok) == (3, 1)
         assert counter.codes == {grpc.StatusCode.NOT_FOUND: 1, grpc.StatusCode.CANCELLED: 1}
 
-        unary_counter = RpcCounter("s", "Check", "unary")
-
-        async def check(request: Any, context: Any) -> int:
-            return request
-
-        wrapped_unary = counting(check, unary_counter)
-        assert inspect.iscoroutinefunction(wrapped_unary)
+        wrapped_unary = servicer.Check
+        assert inspect.iscoroutinefunction(Streams.Check)
         assert await wrapped_unary(4, FakeContext()) == 4
         assert (unary_counter.started, unary_counter.ok) == (1, 1)
 
         def unimplemented_stub(request: Any, context: Any) -> None:
             raise NotImplementedError
 
-        assert counting(unimplemented_stub, unary_counter) is unimplemented_stub
+        assert counted(unimplemented_stub) is unimplemented_stub
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
