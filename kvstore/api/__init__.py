@@ -44,6 +44,7 @@ from kvstore.api.options import (
 from kvstore.api.watch import WatchServicer
 from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from kvstore.seams import KvFacade, RpcMetrics
+from kvstore.server.rpc_stats import counted
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -77,11 +78,23 @@ def add_servicers(
     add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(kv),
         "etcdserverpb.Maintenance")  # fmt: skip
     add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(kv), "etcdserverpb.Cluster")
-    _add_coordination_servicers(add, kv, max_request_bytes)
+    _add_coordination_servicers(add, kv)
     # The aio HealthServicer starts with the overall service ("") SERVING.
-    add(health_pb2_grpc.add_HealthServicer_to_server, health_aio.HealthServicer(),
+    add(health_pb2_grpc.add_HealthServicer_to_server, _HealthServicer(),
         "grpc.health.v1.Health")  # fmt: skip
     table.install(server)
+
+
+class _HealthServicer(health_aio.HealthServicer):
+    """grpc's aio health service, its calls counted like every other RPC."""
+
+    @counted
+    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await super().Check(request, context)
+
+    @counted
+    async def Watch(self, request: Any, context: Any) -> None:  # noqa: N802
+        await super().Watch(request, context)
 
 
 class _Registrar:
@@ -98,14 +111,14 @@ class _Registrar:
         add_fn(servicer, self.server)
 
 
-def _add_coordination_servicers(add: _Registrar, kv: KvFacade, max_request_bytes: int) -> None:
+def _add_coordination_servicers(add: _Registrar, kv: KvFacade) -> None:
     """Watch, Lease, Lock and Election, when the facade carries a watch hub
     and a lease service (given to KvServer by server.assembly)."""
     hub = kv.watch_hub
     leases = kv.leases
     if hub is not None:
-        hub.max_response_bytes = max_request_bytes  # etcd's watch fragment threshold
-
+        # The hub's watch fragment threshold is the node's --max-request-bytes
+        # (given to WatchHub by server.assembly), as in etcd.
         add(rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(kv, hub),
             "etcdserverpb.Watch")  # fmt: skip
     if leases is not None:

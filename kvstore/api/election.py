@@ -32,6 +32,7 @@ from kvstore.api.lock import (
 )
 from kvstore.pb import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
 from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.server.rpc_stats import counted
 from kvstore.watch import WatchHub
 
 Context = grpc.aio.ServicerContext
@@ -127,6 +128,7 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         out.header.CopyFrom(self._kv.header(resp.header.revision))
         return out
 
+    @counted
     async def Observe(  # noqa: N802
         self, request: Any, context: Context
     ) -> AsyncIterator[v3election_pb2.LeaderResponse]:

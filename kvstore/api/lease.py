@@ -28,6 +28,7 @@ from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.watch import LeaderMonitor, leader_check_interval, requires_leader
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.server.rpc_stats import counted
 
 Context = grpc.aio.ServicerContext
 
@@ -67,6 +68,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     ) -> rpc_pb2.LeaseLeasesResponse:
         return self._leases.leases(request)
 
+    @counted
     async def LeaseKeepAlive(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Context
     ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:

@@ -18,6 +18,7 @@ from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.kv import ensure_header
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade
+from kvstore.server.rpc_stats import counted
 
 Context = grpc.aio.ServicerContext
 
@@ -64,6 +65,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     ) -> rpc_pb2.MoveLeaderResponse:
         return await maybe_await(self._kv.move_leader(request))
 
+    @counted
     async def Snapshot(  # noqa: N802
         self, request: rpc_pb2.SnapshotRequest, context: Context
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:

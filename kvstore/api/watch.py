@@ -27,6 +27,7 @@ import grpc
 from kvstore import errors
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade
+from kvstore.server.rpc_stats import counted
 from kvstore.watch import WatchHub, WatchStream
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             lambda: bool(kv.has_leader), leader_check_interval(kv, leader_check_s)
         )
 
+    @counted
     async def Watch(  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import cast
+
+from google.protobuf.message import Message
 
 from kvstore import errors
+from kvstore.mvcc import MvccBatch
 from kvstore.mvcc.txn_ops import txn_puts
 from kvstore.pb import rpc_pb2
+from kvstore.pb.rpc_pb2 import TxnRequest
 from kvstore.storage.backend import Backend
 
 ALARMS_META_KEY = b"alarms"
@@ -61,11 +65,11 @@ class AlarmTable:
         self._alarms = AlarmTable.load(backend)._alarms
         self._nospace = self.has(NOSPACE)
 
-    def admit(self, kind: str, request: Any) -> None:
+    def admit(self, kind: str, request: Message) -> None:
         """Apply-pipeline stage: NO_SPACE for a space-consuming write while
         NOSPACE is raised (etcd's applierV3Capped)."""
         if self._nospace and (
-            kind in _SPACE_KINDS or (kind == "txn" and txn_puts(request))
+            kind in _SPACE_KINDS or (kind == "txn" and txn_puts(cast(TxnRequest, request)))
         ):
             raise errors.NO_SPACE()
 
@@ -86,7 +90,7 @@ class AlarmTable:
         """StatusResponse.errors strings, as etcd formats them."""
         return [f"memberID:{m} alarm:{_ALARM_NAMES.get(a, str(a))} " for m, a in self.active()]
 
-    def apply_alarm(self, batch: Any, req: Any) -> Any:
+    def apply_alarm(self, batch: MvccBatch, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         """Applier handler for InternalRequest.alarm -> AlarmResponse."""
         resp = rpc_pb2.AlarmResponse()
         action = req.action
@@ -134,10 +138,10 @@ class QuotaGuard:
             return False
         return self._db_size() + cost > self.quota_bytes
 
-    def check(self, kind: str, req: Any) -> bool:
+    def check(self, kind: str, req: Message) -> bool:
         """Raise NO_SPACE if a `kind` write must be refused; return True when a
         NOSPACE alarm should be proposed first (quota newly exceeded)."""
-        if kind == "txn" and not txn_puts(req):
+        if kind == "txn" and not txn_puts(cast(TxnRequest, req)):
             return False
         if kind not in ("put", "txn", "lease_grant"):
             return False
@@ -150,7 +154,7 @@ class QuotaGuard:
         return False
 
 
-def request_cost(kind: str, req: Any) -> int:
+def request_cost(kind: str, req: Message) -> int:
     """etcd's cost estimate: encoded size plus a per-key overhead."""
     overhead = 256 + 24
     return req.ByteSize() + overhead if kind != "lease_grant" else overhead

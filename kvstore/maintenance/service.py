@@ -16,7 +16,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+
+from google.protobuf.message import Message
 
 from kvstore import errors
 from kvstore.maintenance.backup import iter_chunks, write_backup
@@ -87,16 +88,18 @@ class MaintenanceService:
         return self.alarms.status_errors()
 
     # -------------------------------------------------------------- hash
-    async def hash(self, req: Any) -> Any:
+    async def hash(self, req: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
         h = await self._threads.run(backend_hash, self._backend)
         return rpc_pb2.HashResponse(header=self._kv.header(), hash=h)
 
-    def hash_kv(self, req: Any) -> Any:
+    def hash_kv(self, req: rpc_pb2.HashKVRequest) -> rpc_pb2.HashKVResponse:
         # In the loop: the MVCC store's pending view is owned by the loop.
         return hash_kv_response(self._kv.store, req.revision, self._kv.header())
 
     # ---------------------------------------------------------- snapshot
-    async def snapshot(self, req: Any) -> AsyncIterator[Any]:
+    async def snapshot(
+        self, req: rpc_pb2.SnapshotRequest
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """Consistent backup streamed as etcd does: 32 KiB blobs with
         remaining_bytes, then the 32-byte SHA-256 alone."""
         self._spool.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ class MaintenanceService:
                 path.unlink()
 
     # -------------------------------------------------------- defragment
-    async def defragment(self, req: Any) -> Any:
+    async def defragment(self, req: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
         result = await self._threads.run(defragment, self._backend)
         self.db_size.invalidate()
         log.info(
@@ -120,7 +123,7 @@ class MaintenanceService:
         return rpc_pb2.DefragmentResponse()  # no header, as etcd 3.4
 
     # ------------------------------------------------------------- alarm
-    async def alarm(self, req: Any) -> Any:
+    async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp = await self._kv.propose("alarm", req)
         # etcd 3.4 answers Alarm without a header (`alarm list -w json` prints
         # `{}` when no alarm is raised), so none is added here.
@@ -130,7 +133,7 @@ class MaintenanceService:
         return resp
 
     # ------------------------------------------------------------- quota
-    async def check_write(self, kind: str, req: Any) -> None:
+    async def check_write(self, kind: str, req: Message) -> None:
         """Raise NO_SPACE if this write must be refused (etcd quotaKVServer)."""
         if not self.quota.check(kind, req):
             return

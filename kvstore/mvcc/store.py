@@ -56,6 +56,7 @@ KeyValue = kv_pb2.KeyValue
 Event = kv_pb2.Event
 RangeRequest = rpc_pb2.RangeRequest
 
+# Sort keys are bytes or ints, both ordered (typed loosely: mypy has no "orderable").
 _SORT_KEY: dict[int, Callable[[kv_pb2.KeyValue], Any]] = {
     RangeRequest.KEY: operator.attrgetter("key"),
     RangeRequest.VERSION: operator.attrgetter("version"),

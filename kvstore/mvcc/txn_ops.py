@@ -9,13 +9,13 @@ Never: evaluates compares (which branch runs is decided at apply time).
 
 from __future__ import annotations
 
-from typing import Any
+from kvstore.pb import rpc_pb2
 
 WRITE_OPS = frozenset(("request_put", "request_delete_range"))
 PUT_OPS = frozenset(("request_put",))
 
 
-def txn_has_op(txn: Any, kinds: frozenset[str]) -> bool:
+def txn_has_op(txn: rpc_pb2.TxnRequest, kinds: frozenset[str]) -> bool:
     """True when a branch of `txn` (recursively) holds an op of `kinds`."""
     for ops in (txn.success, txn.failure):
         for op in ops:
@@ -27,12 +27,12 @@ def txn_has_op(txn: Any, kinds: frozenset[str]) -> bool:
     return False
 
 
-def txn_is_read_only(txn: Any) -> bool:
+def txn_is_read_only(txn: rpc_pb2.TxnRequest) -> bool:
     """No branch writes: the txn is served (and applied) as a read."""
     return not txn_has_op(txn, WRITE_OPS)
 
 
-def txn_puts(txn: Any) -> bool:
+def txn_puts(txn: rpc_pb2.TxnRequest) -> bool:
     """Some branch may put (etcd's applierV3Capped refuses those under NOSPACE;
     DeleteRange-only txns free space and pass)."""
     return txn_has_op(txn, PUT_OPS)

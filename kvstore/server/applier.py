@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvstore import errors
-from kvstore.mvcc import MvccStore
-from kvstore.pb import internal_pb2
+from kvstore.mvcc import MvccBatch, MvccStore
+from kvstore.pb import internal_pb2, kv_pb2, rpc_pb2
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
 from kvstore.seams import ApplyGate, ApplyHandler, NodeObserver
 from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
@@ -40,7 +40,7 @@ APPLIED_INDEX_KEY = b"applied_index"
 APPLIED_TERM_KEY = b"applied_term"
 
 
-def _compact(batch: Any, req: Any) -> Any:
+def _compact(batch: MvccBatch, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
     return batch.compact(req.revision)
 
 
@@ -71,12 +71,12 @@ class ApplyResult:
     # (request id, response message or EtcdError) for entries proposed with an id.
     results: list[tuple[int, Any]] = field(default_factory=list)
     # [(revision, [mvccpb.Event])] for the watch hub.
-    events: list[tuple[int, list[Any]]] = field(default_factory=list)
+    events: list[tuple[int, list[kv_pb2.Event]]] = field(default_factory=list)
     members_changed: bool = False
     # Ids removed from the cluster in this batch (the transport drops them).
     removed: list[int] = field(default_factory=list)
     # The staged, not yet committed MVCC batch (see Applier.stage).
-    batch: Any = None
+    batch: MvccBatch | None = None
 
 
 def decode_member_context(data: bytes) -> Member | None:
@@ -188,7 +188,7 @@ class Applier:
         result.batch = None
         return result
 
-    def _apply_request(self, batch: Any, entry: Entry, result: ApplyResult) -> None:
+    def _apply_request(self, batch: MvccBatch, entry: Entry, result: ApplyResult) -> None:
         try:
             req = self._request_type.FromString(entry.data)
         except Exception:  # noqa: BLE001 - a garbage entry must not stop the node

@@ -55,9 +55,10 @@ from kvstore.maintenance.compaction import AutoCompactor, parse_retention
 from kvstore.maintenance.quota import AlarmTable, effective_quota
 from kvstore.maintenance.service import MaintenanceService
 from kvstore.maintenance.snapshot_install import BackupSnapshotSource, SnapshotInstaller
-from kvstore.pb import rpc_pb2
+from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Message, MessageType, Snapshot
+from kvstore.seams import Clock
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
@@ -98,7 +99,7 @@ class NodeEvents:
     def told_removed(self) -> None:
         """A peer refused our stream: this member was removed."""
 
-    def published(self, events: list[tuple[int, list[object]]]) -> None:
+    def published(self, events: list[tuple[int, list[kv_pb2.Event]]]) -> None:
         """Events of an applied batch, after the watch hub had them."""
 
 
@@ -117,6 +118,7 @@ class NodeParts:
         metrics: NodeMetrics,
         events: NodeEvents,
         persist_in_thread: bool = True,
+        lease_clock: Clock | None = None,
     ) -> NodeParts:
         """The channel pool first: a joiner (`--initial-cluster-state
         existing`, no data dir yet) asks the running members through it who
@@ -130,7 +132,7 @@ class NodeParts:
                 join = await fetch_join_info(cfg, member_list_fetcher(PeerClient(channels)))
             return cls(
                 cfg, join, channels, metrics=metrics, events=events,
-                persist_in_thread=persist_in_thread,
+                persist_in_thread=persist_in_thread, lease_clock=lease_clock,
             )  # fmt: skip
         except BaseException:
             await channels.close()
@@ -145,11 +147,14 @@ class NodeParts:
         metrics: NodeMetrics,
         events: NodeEvents,
         persist_in_thread: bool = True,
+        lease_clock: Clock | None = None,
     ) -> None:
         """`channels`: the pool every peer connection comes from; owned from
         here on (closed by `stop()`), not closed if this raises."""
         self.cfg = cfg
         self._events = events
+        # The leader's lease deadlines (tests pass a FakeClock).
+        self._lease_clock: Clock = lease_clock or MonotonicClock()
         # --- peers: every channel to another member comes from this pool ----
         self.channels = channels
         self.peer_client = PeerClient(channels)
@@ -255,10 +260,11 @@ class NodeParts:
             store,
             self.proposer.header,
             progress_interval_s=cfg.watch_progress_notify_interval_s,
+            max_response_bytes=cfg.max_request_bytes,  # etcd's watch fragment threshold
         )
         self.leases = LeaseService(
             self.lessor,
-            LeaderLeases(self.lessor, MonotonicClock()),
+            LeaderLeases(self.lessor, self._lease_clock),
             propose=self.proposer.propose,
             header=self.proposer.header,
             is_leader=self._is_leader,
@@ -345,9 +351,9 @@ class NodeParts:
     def _snapshot_sent(self, peer_id: int, ok: bool) -> None:
         self.driver.deliver([Message(MessageType.SNAP_STATUS, sender=peer_id, reject=not ok)])
 
-    def _publish(self, events: list[tuple[int, list[object]]]) -> None:
+    def _publish(self, events: list[tuple[int, list[kv_pb2.Event]]]) -> None:
         """The driver's watch hook: the watch hub, then the owner."""
-        self.hub.publish(events)  # type: ignore[arg-type]
+        self.hub.publish(events)
         self._events.published(events)
 
     def _is_leader(self) -> bool:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvstore import errors
+from kvstore.raft.core import Status
 from kvstore.raft.errors import ProposalDropped
 from kvstore.raft.types import (
     NONE,
@@ -262,7 +263,7 @@ class NodeDriver:
         self._inbox.append(_Transfer(target_id))  # type: ignore[arg-type]
         self._wake.set()
 
-    def raft_status(self) -> Any:
+    def raft_status(self) -> Status:
         return self._core.status()
 
     def on_snapshot_installed(self, index: int) -> None:

@@ -11,6 +11,7 @@ Never: imports api/ (the api layer imports this), blocks or fails a call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -101,10 +102,10 @@ class GrpcStats:
         `servicer`. Call before `add_XServicer_to_server(servicer, ...)`: those
         read the bound methods at registration time.
 
-        Methods decorated with `grpc_errors` count themselves through the
-        counter set on the instance (api.errors.COUNTER_ATTR_PREFIX); the
-        others (streams, health) are replaced on the instance by a counting
-        wrapper (one extra frame per call or stream)."""
+        Methods decorated with `api.errors.grpc_errors` or `counted` count
+        themselves through the counter set here on the instance
+        (COUNTER_ATTR_PREFIX); other methods (generated UNIMPLEMENTED stubs)
+        are not counted. No method is replaced."""
         for method in service.methods:
             fn = getattr(servicer, method.name, None)
             if fn is None:
@@ -115,8 +116,6 @@ class GrpcStats:
                 counter = self.counters[key] = RpcCounter(*key, _rpc_type(method))
             if getattr(fn, COUNTS_ITSELF_ATTR, False):
                 setattr(servicer, COUNTER_ATTR_PREFIX + method.name, counter)
-            else:
-                setattr(servicer, method.name, counting(fn, counter))
 
     def collect(self) -> Iterator[Metric]:
         started = CounterMetricFamily(
@@ -140,19 +139,29 @@ class GrpcStats:
         yield handled
 
 
-def counting(fn: Callable[..., Any], counter: RpcCounter) -> Callable[..., Any]:
-    """Wrap a bound servicer method (coroutine or async generator) so the call
-    or stream is counted once, with its final code. Keeps the function kind:
-    grpc.aio picks the streaming API by inspecting it. A plain function (a
-    generated base class's UNIMPLEMENTED stub) is returned as is: not counted."""
-    if not inspect.iscoroutinefunction(fn) and not inspect.isasyncgenfunction(fn):
-        return fn
+def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a servicer method that api.errors.grpc_errors does not wrap
+    (streams, health) so each call or stream is counted once, with its final
+    code, in the RpcCounter GrpcStats.instrument gave the instance (none: not
+    counted). Applied where the class is defined: nothing replaces a method
+    at run time. Keeps the function kind (grpc.aio picks the streaming API by
+    it); a plain function (a generated UNIMPLEMENTED stub) is returned as is."""
+    key = COUNTER_ATTR_PREFIX + fn.__name__
     if inspect.isasyncgenfunction(fn):
 
-        async def gen_wrapper(request: Any, context: Any) -> Any:
+        @functools.wraps(fn)
+        async def stream(self: Any, request: Any, context: Any) -> Any:
+            counter: RpcCounter | None = self.__dict__.get(key)
+            responses = fn(self, request, context)
+            if counter is None:
+                try:
+                    async for item in responses:
+                        yield item
+                finally:
+                    await responses.aclose()
+                return
             counter.started += 1
             code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
-            responses = fn(request, context)
             try:
                 async for item in responses:
                     yield item
@@ -167,13 +176,20 @@ def counting(fn: Callable[..., Any], counter: RpcCounter) -> Callable[..., Any]:
                 counter.done(code)
                 await responses.aclose()  # now, not at garbage collection
 
-        return gen_wrapper
+        setattr(stream, COUNTS_ITSELF_ATTR, True)
+        return stream
+    if not inspect.iscoroutinefunction(fn):
+        return fn
 
-    async def wrapper(request: Any, context: Any) -> Any:
+    @functools.wraps(fn)
+    async def call(self: Any, request: Any, context: Any) -> Any:
+        counter: RpcCounter | None = self.__dict__.get(key)
+        if counter is None:
+            return await fn(self, request, context)
         counter.started += 1
         code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
         try:
-            result = await fn(request, context)
+            result = await fn(self, request, context)
             code = _code_of(context)
             return result
         except grpc.aio.AbortError:
@@ -185,7 +201,8 @@ def counting(fn: Callable[..., Any], counter: RpcCounter) -> Callable[..., Any]:
         finally:
             counter.done(code)
 
-    return wrapper
+    setattr(call, COUNTS_ITSELF_ATTR, True)
+    return call
 
 
 def _code_of(context: Any) -> grpc.StatusCode | None:

@@ -31,7 +31,7 @@ import grpc
 
 from kvstore import errors
 from kvstore.lease import Lessor
-from kvstore.pb import internal_pb2
+from kvstore.pb import internal_pb2, kv_pb2
 from kvstore.seams import WatchHook
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.assembly import NodeEvents, NodeParts
@@ -177,7 +177,7 @@ class KvNode(NodeEvents):
             raise
 
     # --- NodeEvents: what the parts report -------------------------------------
-    def published(self, events: list[tuple[int, list[Any]]]) -> None:
+    def published(self, events: list[tuple[int, list[kv_pb2.Event]]]) -> None:
         if self._watch_hook is not None:
             self._watch_hook(events)
 

@@ -174,7 +174,7 @@ def test_remove_and_readd_same_urls_gets_a_new_id_and_joiners_find_the_cluster(
     """3 members; add a voter, join, remove it, add the same URLs again (new id),
     join again from a wiped dir, then add and join a second newcomer: every
     joiner ends in the same cluster id, with the id MemberAdd gave it."""
-    from test_node_cluster import InProcessCluster, put  # type: ignore[import-not-found]
+    from node_harness import InProcessCluster, member_config, put
 
     from kvstore.pb import rpc_pb2
     from kvstore.server.runtime import KvNode
@@ -184,20 +184,10 @@ def test_remove_and_readd_same_urls_gets_a_new_id_and_joiners_find_the_cluster(
         server, port = url_port
         url = f"http://127.0.0.1:{port}"
         # The bootstrap members are enough to fetch the member list from.
-        initial = ",".join(f"n{j}=http://127.0.0.1:{p}" for j, p in enumerate(c.ports))
-        initial += f",{name}={url}"
-        cfg = NodeConfig(
-            name=name,
-            data_dir=str(tmp_path / name),
-            listen_client_urls=("http://127.0.0.1:0",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=initial,
+        cfg = member_config(
+            tmp_path / name, name, port, f"{c.initial_cluster},{name}={url}",
             initial_cluster_state="existing",
-            initial_cluster_token="in-process",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-        ).validate()
+        )  # fmt: skip
         node = KvNode(cfg, peer_server=server)
         await node.start()
         return node

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from node_harness import member_config, peer_server
 from prometheus_client.parser import text_string_to_metric_families
 from server_fakes import DictStore, SavingMemoryLog
 
@@ -22,15 +23,13 @@ from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Entry, EntryType, Message
 from kvstore.server.applier import Applier
-from kvstore.server.config import NodeConfig
 from kvstore.server.http import MetricsServer
 from kvstore.server.membership import MemberTable
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
-from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counting
+from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counted
 from kvstore.server.runtime import KvNode
 from kvstore.testing.waiting import async_wait_until
-from kvstore.transport import SERVER_OPTIONS
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -76,23 +75,13 @@ class OneNode:
         self.channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
-        peer = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
-        peer_port = peer.add_insecure_port("127.0.0.1:0")
+        peer, peer_port = peer_server()
         self.client = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         client_port = self.client.add_insecure_port("127.0.0.1:0")
-        url = f"http://127.0.0.1:{peer_port}"
-        cfg = NodeConfig(
-            name="m0",
-            data_dir=str(self.base / "m0"),
-            listen_client_urls=(f"http://127.0.0.1:{client_port}",),
-            advertise_client_urls=(f"http://127.0.0.1:{client_port}",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=f"m0={url}",
-            initial_cluster_token="metrics-test",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-        ).validate()
+        cfg = member_config(
+            self.base / "m0", "m0", peer_port, f"m0=http://127.0.0.1:{peer_port}",
+            client_port=client_port, initial_cluster_token="metrics-test",
+        )  # fmt: skip
         self.node = KvNode(cfg, peer_server=peer)
         await self.node.start()
         add_servicers(self.client, self.node.kv)
@@ -344,17 +333,30 @@ def test_uninstrumented_servicer_is_not_counted_and_still_maps_errors() -> None:
 def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
     import inspect
 
-    async def main() -> None:
-        counter = RpcCounter("s", "Stream", "server_stream")
+    class Streams:
+        """A servicer whose stream and unary methods count themselves."""
 
-        async def stream(request: Any, context: Any) -> Any:
+        @counted
+        async def Stream(self, request: Any, context: Any) -> Any:  # noqa: N802
             for i in range(request):
                 yield i
             if request == 2:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "gone")
 
-        wrapped = counting(stream, counter)
-        assert inspect.isasyncgenfunction(wrapped)
+        @counted
+        async def Check(self, request: Any, context: Any) -> int:  # noqa: N802
+            return request
+
+    async def main() -> None:
+        counter = RpcCounter("s", "Stream", "server_stream")
+        unary_counter = RpcCounter("s", "Check", "unary")
+        servicer = Streams()
+        # What GrpcStats.instrument gives a servicer: its counters.
+        servicer._kvstore_rpc_Stream = counter  # type: ignore[attr-defined]
+        servicer._kvstore_rpc_Check = unary_counter  # type: ignore[attr-defined]
+
+        wrapped = servicer.Stream
+        assert inspect.isasyncgenfunction(Streams.Stream)
         assert [i async for i in wrapped(3, FakeContext())] == [0, 1, 2]
         with pytest.raises(grpc.aio.AbortError):
             [i async for i in wrapped(2, FakeContext())]
@@ -364,20 +366,15 @@ def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
         assert (counter.started, counter.ok) == (3, 1)
         assert counter.codes == {grpc.StatusCode.NOT_FOUND: 1, grpc.StatusCode.CANCELLED: 1}
 
-        unary_counter = RpcCounter("s", "Check", "unary")
-
-        async def check(request: Any, context: Any) -> int:
-            return request
-
-        wrapped_unary = counting(check, unary_counter)
-        assert inspect.iscoroutinefunction(wrapped_unary)
+        wrapped_unary = servicer.Check
+        assert inspect.iscoroutinefunction(Streams.Check)
         assert await wrapped_unary(4, FakeContext()) == 4
         assert (unary_counter.started, unary_counter.ok) == (1, 1)
 
         def unimplemented_stub(request: Any, context: Any) -> None:
             raise NotImplementedError
 
-        assert counting(unimplemented_stub, unary_counter) is unimplemented_stub
+        assert counted(unimplemented_stub) is unimplemented_stub
 
     asyncio.run(asyncio.wait_for(main(), 10))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_node_cluster import InProcessCluster, run
+from node_harness import InProcessCluster, run
 
 from kvstore.pb import internal_pb2
 from kvstore.server.kv_server import KvServer

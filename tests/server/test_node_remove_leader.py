@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from test_node_cluster import InProcessCluster, put, run
+from node_harness import InProcessCluster, put, run
 
 from kvstore.pb import rpc_pb2
 from kvstore.raft.types import Role
