@@ -21,9 +21,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from kvstore.server.config import NodeConfig
+from kvstore.server.datadir import OpenedDataDir
 from kvstore.server.errors import StartupError
 from kvstore.server.membership import JoinInfo, MemberTable
 from kvstore.transport import members_rpc
@@ -186,11 +187,18 @@ async def fetch_join_info(
         await asyncio.sleep(FETCH_RETRY_S)
 
 
-def serve_snapshot(node: Any) -> Callable[[], tuple[int, int, MemberTable] | None]:
+class _HasDataDir(Protocol):
+    """A KvNode as the member-list answer reads it (None: not open yet)."""
+
+    @property
+    def data(self) -> OpenedDataDir | None: ...
+
+
+def serve_snapshot(node: _HasDataDir) -> Callable[[], tuple[int, int, MemberTable] | None]:
     """`snapshot` callable for add_members_service over a KvNode."""
 
     def snapshot() -> tuple[int, int, MemberTable] | None:
-        data = getattr(node, "data", None)
+        data = node.data
         if data is None:
             return None
         return data.cluster_id, data.member_id, data.members
