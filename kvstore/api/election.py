@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
@@ -41,7 +40,7 @@ Compare = rpc_pb2.Compare
 election_not_leader = errors.ELECTION_NOT_LEADER
 
 
-def _owner_is(leader: Any) -> rpc_pb2.Compare:
+def _owner_is(leader: v3election_pb2.LeaderKey) -> rpc_pb2.Compare:
     return Compare(
         key=leader.key, target=Compare.CREATE, result=Compare.EQUAL, create_revision=leader.rev
     )
@@ -78,7 +77,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         out.header.CopyFrom(kv.header(resp.header.revision))
         return out
 
-    async def _proclaim(self, leader: Any, value: bytes) -> Any:
+    async def _proclaim(
+        self, leader: v3election_pb2.LeaderKey, value: bytes
+    ) -> rpc_pb2.TxnResponse:
         txn = rpc_pb2.TxnRequest(
             compare=[_owner_is(leader)],
             success=[
@@ -130,7 +131,7 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
 
     @counted
     async def Observe(  # noqa: N802
-        self, request: Any, context: Context
+        self, request: v3election_pb2.LeaderRequest, context: Context
     ) -> AsyncIterator[v3election_pb2.LeaderResponse]:
         """concurrency.Election.Observe: the current leader, each of its
         proclamations, then the next leader once its key is deleted."""
@@ -142,6 +143,7 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
                 raise
             except Exception as exc:  # noqa: BLE001 - etcd status, or INTERNAL (logged)
                 await abort_with(context, exc, "Observe")
+            kv: kv_pb2.KeyValue | None
             if resp.kvs:
                 kv, revision = resp.kvs[0], resp.header.revision
             else:
@@ -152,12 +154,16 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
             async for value, rev in self._proclamations(kv.key, revision + 1):
                 yield self._leader_response(value, rev)
 
-    def _leader_response(self, kv: Any, revision: int) -> Any:
+    def _leader_response(
+        self, kv: kv_pb2.KeyValue, revision: int
+    ) -> v3election_pb2.LeaderResponse:
         out = v3election_pb2.LeaderResponse(kv=kv)
         out.header.CopyFrom(self._kv.header(revision))
         return out
 
-    async def _first_put(self, pfx: bytes, revision: int) -> tuple[Any, int]:
+    async def _first_put(
+        self, pfx: bytes, revision: int
+    ) -> tuple[kv_pb2.KeyValue | None, int]:
         """Wait for the first candidate key under `pfx` (None if compacted)."""
         stream = self._hub.new_stream()
         try:
@@ -176,7 +182,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         finally:
             stream.close()
 
-    async def _proclamations(self, key: bytes, start: int) -> AsyncIterator[tuple[Any, int]]:
+    async def _proclamations(
+        self, key: bytes, start: int
+    ) -> AsyncIterator[tuple[kv_pb2.KeyValue, int]]:
         """Each new value of the leader's key until it is deleted."""
         stream = self._hub.new_stream()
         try:

@@ -70,7 +70,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
 
     @counted
     async def LeaseKeepAlive(  # noqa: N802
-        self, request_iterator: AsyncIterator[Any], context: Context
+        self, request_iterator: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest], context: Context
     ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
         need_leader = requires_leader(context)
         if need_leader and not self._kv.has_leader:
@@ -82,7 +82,9 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         # checkpoint through Raft then batches with the ones behind it
         # instead of costing each a Raft round trip in turn.
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=KEEPALIVE_QUEUE)
-        pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        pending: collections.deque[asyncio.Future[rpc_pb2.LeaseKeepAliveResponse]] = (
+            collections.deque()
+        )
         lost_leader = False
 
         def on_lost() -> None:

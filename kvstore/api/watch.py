@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
 
@@ -125,7 +124,9 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
 
     @counted
     async def Watch(  # noqa: N802
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         need_leader = requires_leader(context)
         if need_leader and not self._kv.has_leader:
@@ -157,7 +158,9 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
                 await reader
             stream.close()
 
-    async def _read(self, requests: AsyncIterator[Any], stream: WatchStream) -> None:
+    async def _read(
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream
+    ) -> None:
         try:
             async for req in requests:
                 kind = req.WhichOneof("request_union")

@@ -37,6 +37,8 @@ class BenchTarget:
 
     def leader_index(self, timeout: float = 5.0) -> int:
         """Index into `endpoints` of the member that calls itself leader."""
+        # Deferred: benchmark scripts import this module in every process,
+        # most of which never ask for the leader.
         import grpc
 
         from kvstore.pb import rpc_pb2, rpc_pb2_grpc
@@ -82,6 +84,7 @@ def open_system(
         yield BenchTarget("external", list(endpoints), pids)
         return
     if kind == "etcd":
+        # Deferred (also below): only the chosen kind of cluster is loaded.
         from kvstore.testing.etcd_cluster import EtcdCluster, etcd_available
 
         if not etcd_available():
