@@ -8,7 +8,7 @@ LOCK_DEV := requirements/dev.txt
 UV_COMPILE := $(VENV)/bin/uv pip compile -q --universal --python-version 3.11 \
 	--generate-hashes --no-strip-extras --custom-compile-command 'make lock'
 
-.PHONY: lock test test-lower-bounds test-all cluster cluster-down cluster-status single lint proto bench
+.PHONY: lock test test-lower-bounds test-all cluster cluster-down cluster-status single lint proto bench typecheck
 
 # Every package comes from the lock (exact versions, sha256 hashes); the project
 # itself is installed without its dependency ranges (--no-deps) and without build
@@ -32,9 +32,16 @@ lock: $(VENV)/.installed
 test-lower-bounds: $(VENV)/.installed
 	UV=$(VENV)/bin/uv PYTHON=$(PYTHON) scripts/test_lower_bounds.sh
 
-# The default run: everything but the tests marked slow; raft coverage >= 90%.
-test: $(VENV)/.installed
+# The default run: the dependency direction (import-linter contracts in
+# pyproject.toml), the type check, then everything but the tests marked slow;
+# raft coverage >= 90%.
+test: $(VENV)/.installed typecheck
 	$(PY) -m pytest -q --cov=kvstore/raft --cov-report=term --cov-fail-under=90
+
+# Layers and types, as configured in pyproject.toml ([tool.importlinter], [tool.mypy]).
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Everything, including slow end-to-end tests and many more raft seeds.
 test-all: $(VENV)/.installed

@@ -40,12 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvstore.maintenance.backup import verify_file, write_backup  # noqa: E402
 from kvstore.maintenance.defrag import defragment  # noqa: E402
-from kvstore.maintenance.restore import restore_data_dir  # noqa: E402
-from kvstore.maintenance.snapshot_transfer import FILE_PREFIX, SnapshotInstaller  # noqa: E402
+from kvstore.maintenance.snapshot_install import SnapshotInstaller  # noqa: E402
 from kvstore.mvcc import MvccStore  # noqa: E402
 from kvstore.pb import rpc_pb2  # noqa: E402
 from kvstore.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata  # noqa: E402
+from kvstore.server.restore import restore_data_dir  # noqa: E402
 from kvstore.storage.backend import Backend  # noqa: E402
+from kvstore.storage.snapshot_spool import FILE_PREFIX  # noqa: E402
 
 
 def fill(store: MvccStore, keys: int, value_bytes: int, rounds: int = 1) -> None:

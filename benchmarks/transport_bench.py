@@ -34,6 +34,7 @@ from kvstore.transport import (  # noqa: E402
     GrpcTransport,
     codec,  # noqa: E402
 )
+from kvstore.transport.peer_client import PeerChannels  # noqa: E402
 
 
 def make_app(seq: int, n_entries: int, entry_bytes: int) -> Message:
@@ -77,8 +78,8 @@ async def bench_stream(n_messages: int, n_entries: int, entry_bytes: int, window
         received += len(msgs)
         got.set()
 
-    a = GrpcTransport(1, 1, lambda msgs: None)
-    b = GrpcTransport(2, 1, on_b)
+    a = GrpcTransport(1, 1, lambda msgs: None, channels=PeerChannels(credentials=None))
+    b = GrpcTransport(2, 1, on_b, channels=PeerChannels(credentials=None))
     servers = []
     ports = []
     for t in (a, b):

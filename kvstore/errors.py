@@ -12,8 +12,6 @@ class (`except errors.EtcdError`) or compare `.message`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
 
 Code = grpc.StatusCode
@@ -45,15 +43,23 @@ class EtcdError(Exception):
 _BY_MESSAGE: dict[str, grpc.StatusCode] = {}
 
 
-def _define(code: grpc.StatusCode, message: str) -> Callable[[], EtcdError]:
+class ErrorKind:
+    """One etcd error: call it for a fresh exception (`raise errors.NO_LEADER()`);
+    `code` / `message` for aborting a call without raising."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        self.code = code
+        self.message = message
+
+    def __call__(self) -> EtcdError:
+        return EtcdError(self.code, self.message)
+
+
+def _define(code: grpc.StatusCode, message: str) -> ErrorKind:
     _BY_MESSAGE[message] = code
-
-    def make() -> EtcdError:
-        return EtcdError(code, message)
-
-    make.message = message  # type: ignore[attr-defined]
-    make.code = code  # type: ignore[attr-defined]
-    return make
+    return ErrorKind(code, message)
 
 
 def from_message(code: grpc.StatusCode, message: str) -> EtcdError:

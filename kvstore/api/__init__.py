@@ -6,10 +6,10 @@ through one `MethodTable`: see api.method_table for why)
 and the server options clients depend on (`grpc_server_options`,
 `GRPC_SERVER_OPTIONS`: receive limit = max-request-bytes + 512 KiB,
 keepalive policy for Go clients).
-Also: when a `metrics` object is given (or the facade carries `kv.metrics`,
-a `kvstore.server.metrics.NodeMetrics`), every servicer is instrumented
-before registration (`metrics.grpc.instrument`) so each RPC is counted in
-grpc_server_started_total / grpc_server_handled_total.
+Also: when a `metrics` object is given (default: the facade's `kv.metrics`,
+a `kvstore.server.metrics.NodeMetrics`, or None), every servicer is
+instrumented before registration (`metrics.grpc.instrument`) so each RPC is
+counted in grpc_server_started_total / grpc_server_handled_total.
 Never: creates or binds the server (the `kvstore` command does), never
 touches Raft/MVCC (everything goes through the KvServer facade).
 
@@ -24,9 +24,16 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from kvstore.api.cluster import ClusterServicer
+from kvstore.api.election import ElectionServicer
+from kvstore.api.kv import KvServicer
+from kvstore.api.lease import LeaseServicer
+from kvstore.api.lock import LockServicer
+from kvstore.api.maintenance import MaintenanceServicer
 from kvstore.api.method_table import MethodTable
 from kvstore.api.options import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -34,6 +41,10 @@ from kvstore.api.options import (
     MAX_TXN_OPS,
     grpc_server_options,
 )
+from kvstore.api.watch import WatchServicer
+from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from kvstore.seams import KvFacade, RpcMetrics
+from kvstore.server.rpc_stats import counted
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -46,22 +57,17 @@ __all__ = [
 
 def add_servicers(
     server: grpc.aio.Server,
-    kv: Any,
+    kv: KvFacade,
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_txn_ops: int = MAX_TXN_OPS,
-    metrics: Any = None,
+    metrics: RpcMetrics | None = None,
 ) -> None:
     """Register KV, Maintenance, Cluster and grpc.health.v1 (overall status
     SERVING, like etcd) for the KvServer facade `kv`. Call before start().
     `metrics` defaults to `kv.metrics` (absent: RPCs are not counted)."""
-    from kvstore.api.cluster import ClusterServicer
-    from kvstore.api.kv import KvServicer
-    from kvstore.api.maintenance import MaintenanceServicer
-    from kvstore.pb import rpc_pb2_grpc
-
     if metrics is None:
-        metrics = getattr(kv, "metrics", None)
+        metrics = kv.metrics
     table = MethodTable()
     add = _Registrar(table, metrics)
     add(
@@ -72,52 +78,53 @@ def add_servicers(
     add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(kv),
         "etcdserverpb.Maintenance")  # fmt: skip
     add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(kv), "etcdserverpb.Cluster")
-    _add_coordination_servicers(add, kv, max_request_bytes)
+    _add_coordination_servicers(add, kv)
     # The aio HealthServicer starts with the overall service ("") SERVING.
-    add(health_pb2_grpc.add_HealthServicer_to_server, health_aio.HealthServicer(),
+    add(health_pb2_grpc.add_HealthServicer_to_server, _HealthServicer(),
         "grpc.health.v1.Health")  # fmt: skip
     table.install(server)
+
+
+class _HealthServicer(health_aio.HealthServicer):
+    """grpc's aio health service, its calls counted like every other RPC."""
+
+    @counted
+    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await super().Check(request, context)
+
+    @counted
+    async def Watch(self, request: Any, context: Any) -> None:  # noqa: N802
+        await super().Watch(request, context)
 
 
 class _Registrar:
     """Instrument a servicer (when metrics are on), then register it."""
 
-    def __init__(self, server: MethodTable, metrics: Any) -> None:
+    def __init__(self, server: MethodTable, metrics: RpcMetrics | None) -> None:
         self.server = server
         self._metrics = metrics
 
     def __call__(self, add_fn: Any, servicer: Any, service: str) -> None:
         if self._metrics is not None:
-            from google.protobuf import descriptor_pool
-
             descriptor = descriptor_pool.Default().FindServiceByName(service)
             self._metrics.grpc.instrument(servicer, descriptor)
         add_fn(servicer, self.server)
 
 
-def _add_coordination_servicers(add: _Registrar, kv: Any, max_request_bytes: int) -> None:
+def _add_coordination_servicers(add: _Registrar, kv: KvFacade) -> None:
     """Watch, Lease, Lock and Election, when the facade carries a watch hub
-    and a lease service (server.coordination sets `kv.watch_hub`/`kv.leases`)."""
-    from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
-
-    hub = getattr(kv, "watch_hub", None)
-    leases = getattr(kv, "leases", None)
+    and a lease service (given to KvServer by server.assembly)."""
+    hub = kv.watch_hub
+    leases = kv.leases
     if hub is not None:
-        from kvstore.api.watch import WatchServicer
-
-        hub.max_response_bytes = max_request_bytes  # etcd's watch fragment threshold
-
+        # The hub's watch fragment threshold is the node's --max-request-bytes
+        # (given to WatchHub by server.assembly), as in etcd.
         add(rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(kv, hub),
             "etcdserverpb.Watch")  # fmt: skip
     if leases is not None:
-        from kvstore.api.lease import LeaseServicer
-
         add(rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(kv, leases),
             "etcdserverpb.Lease")  # fmt: skip
     if hub is not None and leases is not None:
-        from kvstore.api.election import ElectionServicer
-        from kvstore.api.lock import LockServicer
-
         add(v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(kv, leases, hub),
             "v3lockpb.Lock")  # fmt: skip
         add(v3election_pb2_grpc.add_ElectionServicer_to_server,

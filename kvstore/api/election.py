@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
@@ -31,6 +30,9 @@ from kvstore.api.lock import (
     wait_deletes,
 )
 from kvstore.pb import kv_pb2, rpc_pb2, v3election_pb2, v3election_pb2_grpc
+from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.server.rpc_stats import counted
+from kvstore.watch import WatchHub
 
 Context = grpc.aio.ServicerContext
 Compare = rpc_pb2.Compare
@@ -38,7 +40,7 @@ Compare = rpc_pb2.Compare
 election_not_leader = errors.ELECTION_NOT_LEADER
 
 
-def _owner_is(leader: Any) -> rpc_pb2.Compare:
+def _owner_is(leader: v3election_pb2.LeaderKey) -> rpc_pb2.Compare:
     return Compare(
         key=leader.key, target=Compare.CREATE, result=Compare.EQUAL, create_revision=leader.rev
     )
@@ -47,13 +49,15 @@ def _owner_is(leader: Any) -> rpc_pb2.Compare:
 class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     """`kv`: KvServer facade; `leases`: LeaseService; `hub`: WatchHub."""
 
-    def __init__(self, kv: Any, leases: Any, hub: Any) -> None:
+    def __init__(self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub) -> None:
         self._kv = kv
         self._leases = leases
         self._hub = hub
 
     @grpc_errors
-    async def Campaign(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Campaign(  # noqa: N802
+        self, request: v3election_pb2.CampaignRequest, context: Context
+    ) -> v3election_pb2.CampaignResponse:
         kv = self._kv
         pfx = request.name + b"/"
         key, lease, rev, resp = await claim_key(
@@ -73,7 +77,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         out.header.CopyFrom(kv.header(resp.header.revision))
         return out
 
-    async def _proclaim(self, leader: Any, value: bytes) -> Any:
+    async def _proclaim(
+        self, leader: v3election_pb2.LeaderKey, value: bytes
+    ) -> rpc_pb2.TxnResponse:
         txn = rpc_pb2.TxnRequest(
             compare=[_owner_is(leader)],
             success=[
@@ -88,14 +94,18 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         return resp
 
     @grpc_errors
-    async def Proclaim(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Proclaim(  # noqa: N802
+        self, request: v3election_pb2.ProclaimRequest, context: Context
+    ) -> v3election_pb2.ProclaimResponse:
         resp = await self._proclaim(request.leader, request.value)
         out = v3election_pb2.ProclaimResponse()
         out.header.CopyFrom(self._kv.header(resp.header.revision))
         return out
 
     @grpc_errors
-    async def Resign(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Resign(  # noqa: N802
+        self, request: v3election_pb2.ResignRequest, context: Context
+    ) -> v3election_pb2.ResignResponse:
         leader = request.leader
         txn = rpc_pb2.TxnRequest(
             compare=[_owner_is(leader)],
@@ -109,7 +119,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         return out
 
     @grpc_errors
-    async def Leader(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Leader(  # noqa: N802
+        self, request: v3election_pb2.LeaderRequest, context: Context
+    ) -> v3election_pb2.LeaderResponse:
         resp = await self._kv.range(first_create(request.name + b"/"))
         if not resp.kvs:
             raise errors.ELECTION_NO_LEADER()
@@ -117,8 +129,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         out.header.CopyFrom(self._kv.header(resp.header.revision))
         return out
 
+    @counted
     async def Observe(  # noqa: N802
-        self, request: Any, context: Context
+        self, request: v3election_pb2.LeaderRequest, context: Context
     ) -> AsyncIterator[v3election_pb2.LeaderResponse]:
         """concurrency.Election.Observe: the current leader, each of its
         proclamations, then the next leader once its key is deleted."""
@@ -130,6 +143,7 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
                 raise
             except Exception as exc:  # noqa: BLE001 - etcd status, or INTERNAL (logged)
                 await abort_with(context, exc, "Observe")
+            kv: kv_pb2.KeyValue | None
             if resp.kvs:
                 kv, revision = resp.kvs[0], resp.header.revision
             else:
@@ -140,12 +154,16 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
             async for value, rev in self._proclamations(kv.key, revision + 1):
                 yield self._leader_response(value, rev)
 
-    def _leader_response(self, kv: Any, revision: int) -> Any:
+    def _leader_response(
+        self, kv: kv_pb2.KeyValue, revision: int
+    ) -> v3election_pb2.LeaderResponse:
         out = v3election_pb2.LeaderResponse(kv=kv)
         out.header.CopyFrom(self._kv.header(revision))
         return out
 
-    async def _first_put(self, pfx: bytes, revision: int) -> tuple[Any, int]:
+    async def _first_put(
+        self, pfx: bytes, revision: int
+    ) -> tuple[kv_pb2.KeyValue | None, int]:
         """Wait for the first candidate key under `pfx` (None if compacted)."""
         stream = self._hub.new_stream()
         try:
@@ -164,7 +182,9 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
         finally:
             stream.close()
 
-    async def _proclamations(self, key: bytes, start: int) -> AsyncIterator[tuple[Any, int]]:
+    async def _proclamations(
+        self, key: bytes, start: int
+    ) -> AsyncIterator[tuple[kv_pb2.KeyValue, int]]:
         """Each new value of the leader's key until it is deleted."""
         stream = self._hub.new_stream()
         try:

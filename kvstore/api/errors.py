@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from kvstore import errors
+from kvstore.server.rpc_stats import COUNTER_ATTR_PREFIX, COUNTS_ITSELF_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,7 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException, meth
     await context.abort(grpc.StatusCode.INTERNAL, f"{INTERNAL_MESSAGE} ({type(exc).__name__})")
 
 
-# The per-call counting protocol (server/metrics.GrpcStats.instrument sets it
-# up): a servicer instance may carry, for a decorated method `Put`, the
-# attribute `_kvstore_rpc_Put` = an object with int `started`, int `ok` and
-# `done(code)`; the wrapper bumps it. Absent: nothing is counted. (Read from
-# the instance __dict__, the cheapest lookup: servicers must not use __slots__.)
-COUNTER_ATTR_PREFIX = "_kvstore_rpc_"
-# Set on every wrapper: "this method counts its own calls, do not wrap it again".
-COUNTS_ITSELF_ATTR = "__kvstore_counts_rpcs__"
+# The per-call counting protocol: see kvstore.server.rpc_stats.
 
 
 def grpc_errors(fn: Handler[R]) -> Handler[R]:

@@ -12,7 +12,7 @@ checks etcd does, in etcd's order, with no allocation beyond the response.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -26,13 +26,22 @@ from kvstore.api.validation import (
     check_request_size,
     check_txn,
 )
-from kvstore.pb import rpc_pb2_grpc
-from kvstore.server.kv_server import txn_is_read_only
+from kvstore.mvcc.txn_ops import txn_is_read_only
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.seams import KvFacade
 
 Context = grpc.aio.ServicerContext
 
 
-def ensure_header(kv: Any, resp: Any) -> Any:
+class _HasHeader(Protocol):
+    @property
+    def header(self) -> rpc_pb2.ResponseHeader: ...
+
+
+_R = TypeVar("_R", bound=_HasHeader)
+
+
+def ensure_header(kv: KvFacade, resp: _R) -> _R:
     """Fill a header the facade left empty (member_id is never 0 once filled),
     keeping a revision it did set."""
     hdr = resp.header
@@ -46,7 +55,7 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
 
     def __init__(
         self,
-        kv: Any,
+        kv: KvFacade,
         *,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_txn_ops: int = MAX_TXN_OPS,
@@ -56,25 +65,33 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         self._max_txn_ops = max_txn_ops
 
     @grpc_errors
-    async def Range(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Range(  # noqa: N802
+        self, request: rpc_pb2.RangeRequest, context: Context
+    ) -> rpc_pb2.RangeResponse:
         check_range(request)
         # No size check: etcd measures only what it proposes to Raft.
         return ensure_header(self._kv, await self._kv.range(request))
 
     @grpc_errors
-    async def Put(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Put(  # noqa: N802
+        self, request: rpc_pb2.PutRequest, context: Context
+    ) -> rpc_pb2.PutResponse:
         check_put(request)
         check_request_size(request, self._max_request_bytes)
         return ensure_header(self._kv, await self._kv.put(request))
 
     @grpc_errors
-    async def DeleteRange(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def DeleteRange(  # noqa: N802
+        self, request: rpc_pb2.DeleteRangeRequest, context: Context
+    ) -> rpc_pb2.DeleteRangeResponse:
         check_delete_range(request)
         check_request_size(request, self._max_request_bytes)
         return ensure_header(self._kv, await self._kv.delete_range(request))
 
     @grpc_errors
-    async def Txn(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Txn(  # noqa: N802
+        self, request: rpc_pb2.TxnRequest, context: Context
+    ) -> rpc_pb2.TxnResponse:
         check_txn(request, self._max_txn_ops)
         # ByteSize is computed in C; the read-only walk only runs for huge txns
         # (etcd serves read-only txns locally, so it never size-checks them).
@@ -83,6 +100,8 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         return ensure_header(self._kv, await self._kv.txn(request))
 
     @grpc_errors
-    async def Compact(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Compact(  # noqa: N802
+        self, request: rpc_pb2.CompactionRequest, context: Context
+    ) -> rpc_pb2.CompactionResponse:
         # Revision checks (compacted / future) belong to mvcc, as in etcd.
         return ensure_header(self._kv, await self._kv.compact(request))

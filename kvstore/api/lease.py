@@ -27,6 +27,8 @@ from kvstore import errors
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.watch import LeaderMonitor, leader_check_interval, requires_leader
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.server.rpc_stats import counted
 
 Context = grpc.aio.ServicerContext
 
@@ -34,7 +36,8 @@ Context = grpc.aio.ServicerContext
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     """`leases` is a kvstore.lease.LeaseService; `kv` answers `has_leader`."""
 
-    def __init__(self, kv: Any, leases: Any, *, leader_check_s: float | None = None) -> None:
+    def __init__(
+        self, kv: KvFacade, leases: LeaseFacade, *, leader_check_s: float | None = None) -> None:
         self._kv = kv
         self._leases = leases
         self.monitor = LeaderMonitor(
@@ -42,23 +45,32 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         )
 
     @grpc_errors
-    async def LeaseGrant(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseGrant(  # noqa: N802
+        self, request: rpc_pb2.LeaseGrantRequest, context: Context
+    ) -> rpc_pb2.LeaseGrantResponse:
         return await self._leases.grant(request)
 
     @grpc_errors
-    async def LeaseRevoke(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseRevoke(  # noqa: N802
+        self, request: rpc_pb2.LeaseRevokeRequest, context: Context
+    ) -> rpc_pb2.LeaseRevokeResponse:
         return await self._leases.revoke(request)
 
     @grpc_errors
-    async def LeaseTimeToLive(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseTimeToLive(  # noqa: N802
+        self, request: rpc_pb2.LeaseTimeToLiveRequest, context: Context
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
         return await self._leases.time_to_live(request)
 
     @grpc_errors
-    async def LeaseLeases(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def LeaseLeases(  # noqa: N802
+        self, request: rpc_pb2.LeaseLeasesRequest, context: Context
+    ) -> rpc_pb2.LeaseLeasesResponse:
         return self._leases.leases(request)
 
+    @counted
     async def LeaseKeepAlive(  # noqa: N802
-        self, request_iterator: AsyncIterator[Any], context: Context
+        self, request_iterator: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest], context: Context
     ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
         need_leader = requires_leader(context)
         if need_leader and not self._kv.has_leader:
@@ -70,7 +82,9 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         # checkpoint through Raft then batches with the ones behind it
         # instead of costing each a Raft round trip in turn.
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=KEEPALIVE_QUEUE)
-        pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        pending: collections.deque[asyncio.Future[rpc_pb2.LeaseKeepAliveResponse]] = (
+            collections.deque()
+        )
         lost_leader = False
 
         def on_lost() -> None:
@@ -115,8 +129,8 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         finally:
             if unregister is not None:
                 unregister()
-            for fut in pending:
-                fut.cancel()
+            for waiting in pending:
+                waiting.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader

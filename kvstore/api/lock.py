@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import grpc
 
 from kvstore import errors
 from kvstore.api.errors import grpc_errors
 from kvstore.pb import kv_pb2, rpc_pb2, v3lock_pb2, v3lock_pb2_grpc
+from kvstore.seams import KvFacade, LeaseFacade
+from kvstore.watch import WatchHub
 
 Context = grpc.aio.ServicerContext
 Compare = rpc_pb2.Compare
@@ -56,7 +57,7 @@ def key_lease_suffix(lease: int) -> bytes:
     return b"%x" % lease
 
 
-async def session_lease(leases: Any, lease: int) -> int:
+async def session_lease(leases: LeaseFacade, lease: int) -> int:
     """The caller's lease, or a fresh session lease when it passed 0."""
     if lease:
         return lease
@@ -65,8 +66,13 @@ async def session_lease(leases: Any, lease: int) -> int:
 
 
 async def claim_key(
-    kv: Any, leases: Any, name: bytes, lease: int, value: bytes = b"", *reads: Any
-) -> tuple[bytes, int, int, Any]:
+    kv: KvFacade,
+    leases: LeaseFacade,
+    name: bytes,
+    lease: int,
+    value: bytes = b"",
+    *reads: rpc_pb2.RangeRequest,
+) -> tuple[bytes, int, int, rpc_pb2.TxnResponse]:
     """concurrency's newKey step shared by Lock and Campaign: create
     `name/<lease hex>` under the caller's (or a new session) lease unless it
     already exists (a retry of the same session), running `reads` (RangeRequests)
@@ -95,7 +101,7 @@ async def claim_key(
     return key, lease, create_rev, resp
 
 
-async def wait_delete(hub: Any, key: bytes, revision: int) -> None:
+async def wait_delete(hub: WatchHub, key: bytes, revision: int) -> None:
     """Return once `key` is deleted at or after `revision` (or history for it
     was compacted away: the caller re-reads the state in that case)."""
     stream = hub.new_stream()
@@ -115,7 +121,9 @@ async def wait_delete(hub: Any, key: bytes, revision: int) -> None:
         stream.close()
 
 
-async def wait_deletes(kv: Any, hub: Any, prefix: bytes, max_create_revision: int) -> Any:
+async def wait_deletes(
+    kv: KvFacade, hub: WatchHub, prefix: bytes, max_create_revision: int
+) -> rpc_pb2.ResponseHeader:
     """concurrency.waitDeletes: wait until no key under `prefix` has a create
     revision <= `max_create_revision`; returns the header of the last read."""
     while True:
@@ -134,13 +142,13 @@ async def wait_deletes(kv: Any, hub: Any, prefix: bytes, max_create_revision: in
         await wait_delete(hub, resp.kvs[0].key, resp.header.revision)
 
 
-async def delete_quietly(kv: Any, key: bytes) -> None:
+async def delete_quietly(kv: KvFacade, key: bytes) -> None:
     """Best-effort cleanup after a failed or abandoned wait."""
     with contextlib.suppress(Exception):
         await asyncio.shield(kv.delete_range(rpc_pb2.DeleteRangeRequest(key=key)))
 
 
-async def still_owned(kv: Any, key: bytes, create_revision: int) -> bool:
+async def still_owned(kv: KvFacade, key: bytes, create_revision: int) -> bool:
     resp = await kv.range(RangeRequest(key=key))
     return bool(resp.kvs) and resp.kvs[0].create_revision == create_revision
 
@@ -148,13 +156,15 @@ async def still_owned(kv: Any, key: bytes, create_revision: int) -> bool:
 class LockServicer(v3lock_pb2_grpc.LockServicer):
     """`kv`: KvServer facade; `leases`: LeaseService; `hub`: WatchHub."""
 
-    def __init__(self, kv: Any, leases: Any, hub: Any) -> None:
+    def __init__(self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub) -> None:
         self._kv = kv
         self._leases = leases
         self._hub = hub
 
     @grpc_errors
-    async def Lock(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Lock(  # noqa: N802
+        self, request: v3lock_pb2.LockRequest, context: Context
+    ) -> v3lock_pb2.LockResponse:
         kv = self._kv
         pfx = request.name + b"/"
         key, _, my_rev, resp = await claim_key(
@@ -175,7 +185,9 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
         return out
 
     @grpc_errors
-    async def Unlock(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Unlock(  # noqa: N802
+        self, request: v3lock_pb2.UnlockRequest, context: Context
+    ) -> v3lock_pb2.UnlockResponse:
         resp = await self._kv.delete_range(rpc_pb2.DeleteRangeRequest(key=request.key))
         out = v3lock_pb2.UnlockResponse()
         out.header.CopyFrom(self._kv.header(resp.header.revision or None))

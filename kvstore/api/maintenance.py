@@ -3,73 +3,74 @@
 Owns: Status (from `KvServer.status()`, which reports an etcd-like version
 string — clients reject versions below 3.2, ETCD_API.md §0.6) and the
 plumbing for the other RPCs: each is delegated to the facade method of the
-same snake_case name when the facade has one (api._delegate), otherwise it
-answers UNIMPLEMENTED (issue 5 adds alarm/defragment/hash/hash_kv/snapshot/
-move_leader).
+same snake_case name (`kvstore.seams.KvFacade`).
 Never: reads node state directly; never leaks a traceback (api.errors).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
-from kvstore.api._delegate import maybe_await, optional
-from kvstore.api.errors import abort_with, grpc_errors, unimplemented
+from kvstore.api._delegate import maybe_await
+from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.kv import ensure_header
-from kvstore.pb import rpc_pb2_grpc
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.seams import KvFacade
+from kvstore.server.rpc_stats import counted
 
 Context = grpc.aio.ServicerContext
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
-    def __init__(self, kv: Any) -> None:
+    def __init__(self, kv: KvFacade) -> None:
         self._kv = kv
-        self._alarm = optional(kv, "alarm")
-        self._defragment = optional(kv, "defragment")
-        self._hash = optional(kv, "hash")
-        self._hash_kv = optional(kv, "hash_kv")
-        self._snapshot = optional(kv, "snapshot")
-        self._move_leader = optional(kv, "move_leader")
 
     @grpc_errors
-    async def Status(self, request: Any, context: Context) -> Any:  # noqa: N802
+    async def Status(  # noqa: N802
+        self, request: rpc_pb2.StatusRequest, context: Context
+    ) -> rpc_pb2.StatusResponse:
         return ensure_header(self._kv, await maybe_await(self._kv.status()))
 
-    async def _call(self, fn: Any, name: str, request: Any, context: Context) -> Any:
-        if fn is None:
-            await unimplemented(context, f"Maintenance/{name}")
-        # etcd answers Alarm/Defragment/MoveLeader without a header: the
-        # facade decides, no ensure_header here.
-        return await maybe_await(fn(request))
+    # etcd answers Alarm/Defragment/MoveLeader without a header: the facade
+    # decides, no ensure_header below.
+    @grpc_errors
+    async def Alarm(  # noqa: N802
+        self, request: rpc_pb2.AlarmRequest, context: Context
+    ) -> rpc_pb2.AlarmResponse:
+        return await maybe_await(self._kv.alarm(request))
 
     @grpc_errors
-    async def Alarm(self, request: Any, context: Context) -> Any:  # noqa: N802
-        return await self._call(self._alarm, "Alarm", request, context)
+    async def Defragment(  # noqa: N802
+        self, request: rpc_pb2.DefragmentRequest, context: Context
+    ) -> rpc_pb2.DefragmentResponse:
+        return await maybe_await(self._kv.defragment(request))
 
     @grpc_errors
-    async def Defragment(self, request: Any, context: Context) -> Any:  # noqa: N802
-        return await self._call(self._defragment, "Defragment", request, context)
+    async def Hash(  # noqa: N802
+        self, request: rpc_pb2.HashRequest, context: Context
+    ) -> rpc_pb2.HashResponse:
+        return await maybe_await(self._kv.hash(request))
 
     @grpc_errors
-    async def Hash(self, request: Any, context: Context) -> Any:  # noqa: N802
-        return await self._call(self._hash, "Hash", request, context)
+    async def HashKV(  # noqa: N802
+        self, request: rpc_pb2.HashKVRequest, context: Context
+    ) -> rpc_pb2.HashKVResponse:
+        return await maybe_await(self._kv.hash_kv(request))
 
     @grpc_errors
-    async def HashKV(self, request: Any, context: Context) -> Any:  # noqa: N802
-        return await self._call(self._hash_kv, "HashKV", request, context)
+    async def MoveLeader(  # noqa: N802
+        self, request: rpc_pb2.MoveLeaderRequest, context: Context
+    ) -> rpc_pb2.MoveLeaderResponse:
+        return await maybe_await(self._kv.move_leader(request))
 
-    @grpc_errors
-    async def MoveLeader(self, request: Any, context: Context) -> Any:  # noqa: N802
-        return await self._call(self._move_leader, "MoveLeader", request, context)
-
-    async def Snapshot(self, request: Any, context: Context) -> AsyncIterator[Any]:  # noqa: N802
-        if self._snapshot is None:
-            await unimplemented(context, "Maintenance/Snapshot")
+    @counted
+    async def Snapshot(  # noqa: N802
+        self, request: rpc_pb2.SnapshotRequest, context: Context
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         try:
-            async for chunk in await maybe_await(self._snapshot(request)):
+            async for chunk in self._kv.snapshot(request):
                 yield chunk
         except grpc.aio.AbortError:
             raise

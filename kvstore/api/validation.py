@@ -18,21 +18,23 @@ and only for writes (etcd only measures what it proposes to Raft).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+
+from google.protobuf.message import Message
 
 from kvstore import errors
 from kvstore.api.options import MAX_TXN_OPS
+from kvstore.pb import rpc_pb2
 
 # A deleted span [begin, end); a single-key delete of k is [k, k + b"\0").
 Interval = tuple[bytes, bytes]
 
 
-def check_range(req: Any) -> None:
+def check_range(req: rpc_pb2.RangeRequest) -> None:
     if not req.key:
         raise errors.EMPTY_KEY()
 
 
-def check_put(req: Any) -> None:
+def check_put(req: rpc_pb2.PutRequest) -> None:
     if not req.key:
         raise errors.EMPTY_KEY()
     if req.ignore_value and req.value:
@@ -41,12 +43,12 @@ def check_put(req: Any) -> None:
         raise errors.LEASE_PROVIDED()
 
 
-def check_delete_range(req: Any) -> None:
+def check_delete_range(req: rpc_pb2.DeleteRangeRequest) -> None:
     if not req.key:
         raise errors.EMPTY_KEY()
 
 
-def check_request_size(req: Any, max_request_bytes: int) -> None:
+def check_request_size(req: Message, max_request_bytes: int) -> None:
     """REQUEST_TOO_LARGE when the serialized request exceeds the limit.
 
     etcd measures the InternalRaftRequest wrapping the request: measured on
@@ -57,7 +59,7 @@ def check_request_size(req: Any, max_request_bytes: int) -> None:
         raise errors.REQUEST_TOO_LARGE()
 
 
-def check_txn(req: Any, max_txn_ops: int = MAX_TXN_OPS) -> None:
+def check_txn(req: rpc_pb2.TxnRequest, max_txn_ops: int = MAX_TXN_OPS) -> None:
     """All of etcd's Txn checks: op counts, empty keys, duplicate writes."""
     # Each repeated-field access builds a container object: fetch them once.
     compare, success, failure = req.compare, req.success, req.failure
@@ -80,7 +82,12 @@ def check_txn(req: Any, max_txn_ops: int = MAX_TXN_OPS) -> None:
 _NO_OVERLAP, _DUPLICATE, _NEEDS_INTERVALS = 0, 1, 2
 
 
-def _check_counts_and_compares(compare: Any, success: Any, failure: Any, max_txn_ops: int) -> int:
+def _check_counts_and_compares(
+    compare: Sequence[rpc_pb2.Compare],
+    success: Sequence[rpc_pb2.RequestOp],
+    failure: Sequence[rpc_pb2.RequestOp],
+    max_txn_ops: int,
+) -> int:
     opc = max(len(compare), len(success), len(failure))
     if opc > max_txn_ops:
         raise errors.TOO_MANY_OPS()
@@ -90,7 +97,7 @@ def _check_counts_and_compares(compare: Any, success: Any, failure: Any, max_txn
     return opc
 
 
-def _check_nested_txn(req: Any, max_txn_ops: int) -> None:
+def _check_nested_txn(req: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     # A nested txn gets the budget its parent left over (etcd: maxTxnOps - opc).
     success, failure = req.success, req.failure
     budget = max_txn_ops - _check_counts_and_compares(req.compare, success, failure, max_txn_ops)
@@ -98,7 +105,7 @@ def _check_nested_txn(req: Any, max_txn_ops: int) -> None:
     _check_ops(failure, budget)
 
 
-def _check_ops(ops: Any, budget: int) -> int:
+def _check_ops(ops: Iterable[rpc_pb2.RequestOp], budget: int) -> int:
     """etcd's checkRequestOp for each op, in order; returns whether the
     branch's puts already proved distinct (_NO_OVERLAP), a put repeated
     (_DUPLICATE), or deletes / nested txns need check_intervals."""
@@ -144,7 +151,7 @@ def _deleted(intervals: Sequence[Interval], key: bytes) -> bool:
     return any(begin <= key < end for begin, end in intervals)
 
 
-def check_intervals(ops: Iterable[Any]) -> tuple[set[bytes], list[Interval]]:
+def check_intervals(ops: Iterable[rpc_pb2.RequestOp]) -> tuple[set[bytes], list[Interval]]:
     """etcd's checkIntervals for one branch: DUPLICATE_KEY if a key is put
     twice, or put and deleted, by the ops of the branch (nested txns
     included; a nested txn's then/else may put the same key since only

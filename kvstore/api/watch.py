@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
 
 from kvstore import errors
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.seams import KvFacade
+from kvstore.server.rpc_stats import counted
 from kvstore.watch import WatchHub, WatchStream
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,13 @@ def requires_leader(context: grpc.aio.ServicerContext) -> bool:
     return False
 
 
-def leader_check_interval(kv: Any, given: float | None) -> float:
+def leader_check_interval(kv: KvFacade, given: float | None) -> float:
     """The explicit interval, else the member's election timeout when the
-    facade exposes one, else etcd's default (1 s)."""
+    facade knows one (> 0), else etcd's default (1 s)."""
     if given is not None:
         return given
-    value = getattr(kv, "election_timeout_s", None)
-    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LEADER_CHECK_S
+    value = kv.election_timeout_s
+    return float(value) if value > 0 else DEFAULT_LEADER_CHECK_S
 
 
 class LeaderMonitor:
@@ -78,7 +79,11 @@ class LeaderMonitor:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="require-leader-monitor"
             )
-        return lambda: self._subs.pop(token, None)
+
+        def unregister() -> None:
+            self._subs.pop(token, None)
+
+        return unregister
 
     @property
     def streams(self) -> int:
@@ -110,15 +115,18 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     `leader_check_s`: the require-leader check period (default: the
     member's election timeout if `kv` exposes `election_timeout_s`, else 1 s)."""
 
-    def __init__(self, kv: Any, hub: WatchHub, *, leader_check_s: float | None = None) -> None:
+    def __init__(self, kv: KvFacade, hub: WatchHub, *, leader_check_s: float | None = None) -> None:
         self._kv = kv
         self._hub = hub
         self.monitor = LeaderMonitor(
             lambda: bool(kv.has_leader), leader_check_interval(kv, leader_check_s)
         )
 
+    @counted
     async def Watch(  # noqa: N802
-        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         need_leader = requires_leader(context)
         if need_leader and not self._kv.has_leader:
@@ -150,7 +158,9 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
                 await reader
             stream.close()
 
-    async def _read(self, requests: AsyncIterator[Any], stream: WatchStream) -> None:
+    async def _read(
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream
+    ) -> None:
         try:
             async for req in requests:
                 kind = req.WhichOneof("request_union")

@@ -26,7 +26,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -40,6 +40,9 @@ from kvstore.server.config import (
 )
 from kvstore.server.errors import DataDirError, StartupError
 from kvstore.transport.peer import MEMBER_REMOVED
+
+if TYPE_CHECKING:
+    from kvstore.server.runtime import KvNode
 
 log = logging.getLogger("kvstore")
 
@@ -199,6 +202,8 @@ def _freeze_startup_heap() -> None:
 
 async def serve(cfg: NodeConfig) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    # Deferred: RocksDB and the node's modules load here, not when the
+    # command only parses flags, prints --help or refuses a bad flag.
     import grpc
 
     from kvstore.api import add_servicers, grpc_server_options
@@ -223,7 +228,7 @@ async def serve(cfg: NodeConfig) -> int:
         await client_server.start()
         _freeze_startup_heap()
         if cfg.listen_metrics_urls:
-            metrics = MetricsServer(node)
+            metrics = MetricsServer(node, node.metrics)
             await metrics.start(cfg.listen_metrics_urls)
     except Exception as exc:  # noqa: BLE001 - every startup failure is one line
         if not isinstance(exc, DataDirError | StartupError | ConfigError):
@@ -252,13 +257,12 @@ async def serve(cfg: NodeConfig) -> int:
     return code
 
 
-async def _wait_for_stop(stop: asyncio.Event, node: Any) -> int:
+async def _wait_for_stop(stop: asyncio.Event, node: KvNode) -> int:
     """Return 0 on SIGTERM/SIGINT or once the member is removed from the
     cluster (etcd exits 0 then too), 1 if the Raft driver died."""
     driver_task = node.driver.task if node.driver is not None else None
     stop_task = asyncio.create_task(stop.wait())
-    removed = getattr(node, "removed", None)
-    removed_task = asyncio.create_task(removed.wait()) if removed is not None else None
+    removed_task = asyncio.create_task(node.removed.wait())
     waiting = {stop_task}
     waiting |= {driver_task} if driver_task is not None else set()
     waiting |= {removed_task} if removed_task is not None else set()
@@ -288,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     `kvstore snapshot restore|status ...` goes to the offline snapshot tools."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] == "snapshot":
+        # Deferred: only the offline snapshot tools need their module.
         from kvstore.cli.snapshot_cmd import main as snapshot_main
 
         snapshot_main(args[1:])

@@ -3,7 +3,7 @@
 Owns: the command line of `kvstore snapshot restore FILE --data-dir DIR
 --name --initial-cluster --initial-cluster-token --initial-advertise-peer-urls`
 (etcdctl's flags and defaults; builds a new member's data dir, see
-maintenance/restore.py) and `kvstore snapshot status FILE` (verifies the
+server/restore.py) and `kvstore snapshot status FILE` (verifies the
 checksum and prints hash, revision, key count and size, like etcdctl).
 Files come from `etcdctl snapshot save` / `kvctl` against a kvstore member.
 Never: talks to a running server; prints a traceback (errors are one line,
@@ -47,7 +47,9 @@ def restore(
     initial_advertise_peer_urls: str,
 ) -> None:
     """Restore FILE into a new data dir; start `kvstore` with the same flags."""
-    from kvstore.maintenance.restore import RestoreError, restore_data_dir
+    # Deferred (here and in `status`): RocksDB and the node's modules load
+    # only for the subcommand that needs them, not for --help.
+    from kvstore.server.restore import RestoreError, restore_data_dir
 
     try:
         urls = split_urls(initial_advertise_peer_urls, "--initial-advertise-peer-urls")

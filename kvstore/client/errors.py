@@ -102,7 +102,7 @@ class CompactedError(ClientError):
 
     def __init__(
         self,
-        message: str = etcd_errors.COMPACTED.message,  # type: ignore[attr-defined]
+        message: str = etcd_errors.COMPACTED.message,
         code: grpc.StatusCode | None = grpc.StatusCode.OUT_OF_RANGE,
         compact_revision: int = 0,
     ) -> None:
@@ -196,36 +196,36 @@ class ElectionNoLeaderError(ClientError):
 
 # Exact etcd message -> exception class (ETCD_API.md §1.5).
 _BY_MESSAGE: dict[str, type[ClientError]] = {
-    etcd_errors.EMPTY_KEY.message: EmptyKeyError,  # type: ignore[attr-defined]
-    etcd_errors.KEY_NOT_FOUND.message: KeyNotFoundError,  # type: ignore[attr-defined]
-    etcd_errors.TOO_MANY_OPS.message: TooManyOpsError,  # type: ignore[attr-defined]
-    etcd_errors.DUPLICATE_KEY.message: DuplicateKeyError,  # type: ignore[attr-defined]
-    etcd_errors.REQUEST_TOO_LARGE.message: RequestTooLargeError,  # type: ignore[attr-defined]
-    etcd_errors.COMPACTED.message: CompactedError,  # type: ignore[attr-defined]
-    etcd_errors.FUTURE_REVISION.message: FutureRevisionError,  # type: ignore[attr-defined]
-    etcd_errors.NO_SPACE.message: NoSpaceError,  # type: ignore[attr-defined]
-    etcd_errors.TOO_MANY_REQUESTS.message: TooManyRequestsError,  # type: ignore[attr-defined]
-    etcd_errors.LEASE_NOT_FOUND.message: LeaseNotFoundError,  # type: ignore[attr-defined]
-    etcd_errors.LEASE_EXISTS.message: LeaseExistsError,  # type: ignore[attr-defined]
-    etcd_errors.LEASE_TTL_TOO_LARGE.message: LeaseTTLTooLargeError,  # type: ignore[attr-defined]
-    etcd_errors.MEMBER_NOT_FOUND.message: MemberNotFoundError,  # type: ignore[attr-defined]
-    etcd_errors.MEMBER_EXIST.message: MemberExistsError,  # type: ignore[attr-defined]
-    etcd_errors.PEER_URL_EXIST.message: PeerURLExistsError,  # type: ignore[attr-defined]
-    etcd_errors.MEMBER_NOT_LEARNER.message: MemberNotLearnerError,  # type: ignore[attr-defined]
-    etcd_errors.LEARNER_NOT_READY.message: LearnerNotReadyError,  # type: ignore[attr-defined]
-    etcd_errors.TOO_MANY_LEARNERS.message: TooManyLearnersError,  # type: ignore[attr-defined]
-    etcd_errors.NO_LEADER.message: NoLeaderError,  # type: ignore[attr-defined]
-    etcd_errors.NOT_LEADER.message: NotLeaderError,  # type: ignore[attr-defined]
-    etcd_errors.LEADER_CHANGED.message: LeaderChangedError,  # type: ignore[attr-defined]
-    etcd_errors.TIMEOUT.message: RequestTimeoutError,  # type: ignore[attr-defined]
-    etcd_errors.TIMEOUT_DUE_TO_LEADER_FAIL.message: RequestTimeoutError,  # type: ignore[attr-defined]
-    etcd_errors.TIMEOUT_DUE_TO_CONNECTION_LOST.message: RequestTimeoutError,  # type: ignore[attr-defined]
-    etcd_errors.UNHEALTHY_CLUSTER.message: UnhealthyClusterError,  # type: ignore[attr-defined]
-    etcd_errors.BAD_LEADER_TRANSFEREE.message: BadLeaderTransfereeError,  # type: ignore[attr-defined]
-    etcd_errors.PERMISSION_DENIED.message: PermissionDeniedError,  # type: ignore[attr-defined]
-    etcd_errors.INVALID_AUTH_TOKEN.message: InvalidAuthTokenError,  # type: ignore[attr-defined]
-    etcd_errors.CORRUPT.message: CorruptError,  # type: ignore[attr-defined]
-    etcd_errors.ELECTION_NO_LEADER.message: ElectionNoLeaderError,  # type: ignore[attr-defined]
+    etcd_errors.EMPTY_KEY.message: EmptyKeyError,
+    etcd_errors.KEY_NOT_FOUND.message: KeyNotFoundError,
+    etcd_errors.TOO_MANY_OPS.message: TooManyOpsError,
+    etcd_errors.DUPLICATE_KEY.message: DuplicateKeyError,
+    etcd_errors.REQUEST_TOO_LARGE.message: RequestTooLargeError,
+    etcd_errors.COMPACTED.message: CompactedError,
+    etcd_errors.FUTURE_REVISION.message: FutureRevisionError,
+    etcd_errors.NO_SPACE.message: NoSpaceError,
+    etcd_errors.TOO_MANY_REQUESTS.message: TooManyRequestsError,
+    etcd_errors.LEASE_NOT_FOUND.message: LeaseNotFoundError,
+    etcd_errors.LEASE_EXISTS.message: LeaseExistsError,
+    etcd_errors.LEASE_TTL_TOO_LARGE.message: LeaseTTLTooLargeError,
+    etcd_errors.MEMBER_NOT_FOUND.message: MemberNotFoundError,
+    etcd_errors.MEMBER_EXIST.message: MemberExistsError,
+    etcd_errors.PEER_URL_EXIST.message: PeerURLExistsError,
+    etcd_errors.MEMBER_NOT_LEARNER.message: MemberNotLearnerError,
+    etcd_errors.LEARNER_NOT_READY.message: LearnerNotReadyError,
+    etcd_errors.TOO_MANY_LEARNERS.message: TooManyLearnersError,
+    etcd_errors.NO_LEADER.message: NoLeaderError,
+    etcd_errors.NOT_LEADER.message: NotLeaderError,
+    etcd_errors.LEADER_CHANGED.message: LeaderChangedError,
+    etcd_errors.TIMEOUT.message: RequestTimeoutError,
+    etcd_errors.TIMEOUT_DUE_TO_LEADER_FAIL.message: RequestTimeoutError,
+    etcd_errors.TIMEOUT_DUE_TO_CONNECTION_LOST.message: RequestTimeoutError,
+    etcd_errors.UNHEALTHY_CLUSTER.message: UnhealthyClusterError,
+    etcd_errors.BAD_LEADER_TRANSFEREE.message: BadLeaderTransfereeError,
+    etcd_errors.PERMISSION_DENIED.message: PermissionDeniedError,
+    etcd_errors.INVALID_AUTH_TOKEN.message: InvalidAuthTokenError,
+    etcd_errors.CORRUPT.message: CorruptError,
+    etcd_errors.ELECTION_NO_LEADER.message: ElectionNoLeaderError,
 }
 
 # Fallback by status code when the message is not one of etcd's.

@@ -1,20 +1,17 @@
 """Clock: the only way lease code learns the time (injected, so tests use FakeClock).
 
-Owns: the `Clock` protocol, the monotonic production clock and a manual
-`FakeClock` for deterministic tests.
+Owns: the monotonic production clock and a manual `FakeClock` for
+deterministic tests (both implement `kvstore.seams.Clock`).
 Never: used by anything that runs inside apply (apply has no clock).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
+from kvstore.seams import Clock
 
-class Clock(Protocol):
-    def now(self) -> float:
-        """Seconds on a monotonic scale (only differences are meaningful)."""
-        ...
+__all__ = ["Clock", "FakeClock", "MonotonicClock"]
 
 
 class MonotonicClock:

@@ -25,11 +25,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kvstore import errors
 from kvstore.pb import rpc_pb2
 from kvstore.storage.backend import LEASE
+
+if TYPE_CHECKING:
+    from kvstore.mvcc import MvccBatch
+    from kvstore.storage.backend import Backend
 
 MAX_LEASE_TTL_S = 9_000_000_000  # etcd MaxLeaseTTL
 MAX_GRANT_JOURNAL = 100_000  # undrained grant ids kept before falling back to a rescan
@@ -74,8 +78,9 @@ class Lessor:
                 granted.append(lease_id)
 
     # ---------------------------------------------------------------- open
-    def load(self, backend: Any, leased_keys: Iterable[tuple[bytes, int]]) -> None:
-        """Rebuild from the `lease` family and the store's (key, lease) pairs."""
+    def recover(self, backend: Backend, leased_keys: Iterable[tuple[bytes, int]]) -> None:
+        """Rebuild from the `lease` family and the store's (key, lease) pairs
+        (at start, and after a Raft snapshot install replaced the state)."""
         self._leases.clear()
         self._granted = None
         for raw_id, raw in backend.iterate(LEASE):
@@ -102,7 +107,9 @@ class Lessor:
             lease.keys.discard(key)
 
     # ---------------------------------------------------------------- apply
-    def apply_grant(self, batch: Any, req: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+    def apply_grant(
+        self, batch: MvccBatch, req: rpc_pb2.LeaseGrantRequest
+    ) -> rpc_pb2.LeaseGrantResponse:
         """Create lease req.ID with req.TTL (already clamped by the proposer).
 
         Raises LEASE_EXISTS, LEASE_TTL_TOO_LARGE."""
@@ -119,7 +126,7 @@ class Lessor:
         return rpc_pb2.LeaseGrantResponse(ID=req.ID, TTL=req.TTL)
 
     def apply_revoke(
-        self, batch: Any, req: rpc_pb2.LeaseRevokeRequest
+        self, batch: MvccBatch, req: rpc_pb2.LeaseRevokeRequest
     ) -> rpc_pb2.LeaseRevokeResponse:
         """Delete every key of the lease in ONE revision (one DELETE event per
         key, in key order, as etcd's revoke txn), then the lease. Raises
@@ -142,7 +149,7 @@ class Lessor:
         return resp
 
     def apply_checkpoint(
-        self, batch: Any, req: rpc_pb2.LeaseCheckpointRequest
+        self, batch: MvccBatch, req: rpc_pb2.LeaseCheckpointRequest
     ) -> rpc_pb2.LeaseCheckpointResponse:
         """Record remaining TTLs (0 clears). Unknown leases are skipped: a
         checkpoint may race with the lease's revoke."""
@@ -154,7 +161,7 @@ class Lessor:
             self._persist(batch, lease)
         return rpc_pb2.LeaseCheckpointResponse()
 
-    def _persist(self, batch: Any, lease: Lease) -> None:
+    def _persist(self, batch: MvccBatch, lease: Lease) -> None:
         batch.put_raw(LEASE, encode_id(lease.id), _VALUE.pack(lease.ttl, lease.remaining_ttl))
 
     # ---------------------------------------------------------------- reads

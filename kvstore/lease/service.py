@@ -4,8 +4,10 @@ Owns: choosing lease IDs and clamping TTLs before proposing (so apply stays
 deterministic), the Raft proposals for grant / revoke / checkpoint, the
 leader loop that promotes/demotes `LeaderLeases` and proposes revokes for
 expired leases and TTL checkpoints, and answering keepalive / time-to-live
-on the leader or forwarding them to it (followers keep no expiry clock).
-Never: imports server/ (the node passes callables in), mutates the lessor
+on the leader or forwarding them to it through the injected `LeaseForwarder`
+(followers keep no expiry clock).
+Never: imports server/ or transport/ (the node passes callables and the
+forwarder in), opens connections, mutates the lessor
 outside apply, or answers a keepalive from a follower's own state.
 """
 
@@ -18,14 +20,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kvstore import errors
-from kvstore.lease.forward import FORWARD_TIMEOUT_S, KeepAliveForwarder, forward_error
 from kvstore.lease.leader import LeaderLeases
 from kvstore.lease.lessor import MAX_LEASE_TTL_S, Lessor
 from kvstore.pb import rpc_pb2
+from kvstore.seams import LeaseForwarder
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,6 @@ class LeaseIdGen:
                 return value
 
 
-@dataclass
-class LeaderInfo:
-    """How to reach the leader: role flags and its client URLs (for forwarding)."""
-
-    is_leader: Callable[[], bool]
-    leader_urls: Callable[[], list[str]]
-
-
 class LeaseService:
     """Async lease facade; every method may raise `kvstore.errors.EtcdError`."""
 
@@ -74,7 +67,8 @@ class LeaseService:
         *,
         propose: Propose,
         header: Header,
-        leader_info: LeaderInfo,
+        is_leader: Callable[[], bool],
+        forwarder: LeaseForwarder,
         member_id: int,
         min_ttl_s: int,
         loop_interval_s: float = DEFAULT_LOOP_INTERVAL_S,
@@ -83,14 +77,13 @@ class LeaseService:
         self.leader = leader
         self._propose = propose
         self._header = header
-        self._info = leader_info
+        self._is_leader = is_leader
+        self._forwarder = forwarder
         self._ids = LeaseIdGen(member_id)
         self.min_ttl_s = min_ttl_s
         self.loop_interval_s = loop_interval_s
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._channels: dict[str, Any] = {}
-        self._forwarder = KeepAliveForwarder()
         self._clears: set[int] = set()
         self._clear_batch: asyncio.Future[None] | None = None
         self._clear_lock = asyncio.Lock()
@@ -114,7 +107,7 @@ class LeaseService:
     async def keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
         """Renew on the leader (TTL = granted TTL; 0 if unknown/expired), or
         forward to the leader from a follower."""
-        if not self._info.is_leader():
+        if not self._is_leader():
             return await self._forward_keepalive(lease_id)
         self._sync_role()
         ttl, needs_clear = self.leader.renew(lease_id)
@@ -128,7 +121,7 @@ class LeaseService:
         self, req: rpc_pb2.LeaseTimeToLiveRequest
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
         """TTL -1 for an unknown lease (no error), as etcd."""
-        if not self._info.is_leader():
+        if not self._is_leader():
             return await self._forward_time_to_live(req)
         self._sync_role()
         lease = self.lessor.get(req.ID)
@@ -174,34 +167,15 @@ class LeaseService:
                 done.set_result(None)
 
     # --------------------------------------------------------- forwarding
-    def _leader_target(self) -> str:
-        urls = self._info.leader_urls()
-        if not urls:
-            raise errors.NO_LEADER()
-        return urls[0].split("://", 1)[-1]
-
     async def _forward_keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
-        resp = await self._forwarder.keepalive(self._leader_target(), lease_id)
-        out = rpc_pb2.LeaseKeepAliveResponse(header=self._header(), ID=resp.ID, TTL=resp.TTL)
-        return out
+        resp = await self._forwarder.keepalive(lease_id)
+        # Answered in this member's name, as etcd's follower does.
+        return rpc_pb2.LeaseKeepAliveResponse(header=self._header(), ID=resp.ID, TTL=resp.TTL)
 
     async def _forward_time_to_live(
         self, req: rpc_pb2.LeaseTimeToLiveRequest
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
-        import grpc
-
-        from kvstore.pb import rpc_pb2_grpc
-
-        target = self._leader_target()
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = self._channels[target] = grpc.aio.insecure_channel(target)
-        try:
-            resp = await rpc_pb2_grpc.LeaseStub(channel).LeaseTimeToLive(
-                req, timeout=FORWARD_TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise forward_error(exc) from exc
+        resp = await self._forwarder.time_to_live(req)
         resp.header.CopyFrom(self._header())
         return resp
 
@@ -218,11 +192,6 @@ class LeaseService:
                 await task
         self._task = None
         self._inflight.clear()
-        await self._forwarder.close()
-        for channel in self._channels.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._channels.clear()
 
     async def _loop(self) -> None:
         while True:
@@ -233,7 +202,7 @@ class LeaseService:
             await asyncio.sleep(self.loop_interval_s)
 
     def _sync_role(self) -> None:
-        is_leader = self._info.is_leader()
+        is_leader = self._is_leader()
         if is_leader and not self.leader.active:
             self.leader.promote()
         elif not is_leader and self.leader.active:

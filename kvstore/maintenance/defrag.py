@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+
+from kvstore.storage.backend import Backend
 
 
 @dataclass
@@ -22,7 +23,7 @@ class DefragResult:
     seconds: float
 
 
-def defragment(backend: Any) -> DefragResult:
+def defragment(backend: Backend) -> DefragResult:
     """Flush memtables, then compact all families fully. Thread-safe vs. writes."""
     before = backend.size_bytes()
     start = time.monotonic()

@@ -11,12 +11,14 @@ log (members that applied the same entries must agree).
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 from kvstore.maintenance.backup import iter_view
+from kvstore.mvcc import MvccStore
+from kvstore.pb import rpc_pb2
+from kvstore.storage.backend import Backend
 
 
-def backend_hash(backend: Any) -> int:
+def backend_hash(backend: Backend) -> int:
     """CRC-32 of every (family, key, value) of the replicated state, in order.
 
     The applied index is part of `meta`, so two members agree only when they
@@ -28,10 +30,10 @@ def backend_hash(backend: Any) -> int:
     return h & 0xFFFFFFFF
 
 
-def hash_kv_response(store: Any, revision: int, header: Any) -> Any:
+def hash_kv_response(
+    store: MvccStore, revision: int, header: rpc_pb2.ResponseHeader
+) -> rpc_pb2.HashKVResponse:
     """HashKVResponse for `revision` (0: current). Raises COMPACTED / FUTURE_REVISION."""
-    from kvstore.pb import rpc_pb2
-
     h, compact = store.hash_kv(revision)
     resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact)  # -1: never, like etcd
     resp.header.CopyFrom(header)

@@ -5,10 +5,11 @@ Owns:
   only by applying `InternalRequest.alarm` entries (`apply_alarm`, registered
   as the applier's "alarm" handler) and persisted in `meta[b"alarms"]` in the
   same apply batch, so every member agrees and restarts keep it;
-- `capped(handler, table)`: wraps the applier's put/txn handlers so that while
-  NOSPACE is active, writes are refused at APPLY time with NO_SPACE on every
-  member alike (etcd's applierV3Capped): Range, DeleteRange, Compact and
-  read-only Txns still pass;
+- `AlarmTable.admit(kind, request)`: the NOSPACE stage of the apply
+  pipeline (a `seams.ApplyGate` the Applier runs before each handler): while
+  NOSPACE is active, space-consuming writes are refused at APPLY time with
+  NO_SPACE on every member alike (etcd's applierV3Capped): Range,
+  DeleteRange, Compact and txns that do not put still pass;
 - `QuotaGuard`: the request-time check (etcd's quotaKVServer): a write that
   would push the backend past the quota raises NO_SPACE and asks (once) for
   a NOSPACE alarm to be proposed through Raft.
@@ -20,15 +21,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import cast
+
+from google.protobuf.message import Message
 
 from kvstore import errors
+from kvstore.mvcc import MvccBatch
+from kvstore.mvcc.txn_ops import txn_puts
+from kvstore.pb import rpc_pb2
+from kvstore.pb.rpc_pb2 import TxnRequest
+from kvstore.storage.backend import Backend
 
 ALARMS_META_KEY = b"alarms"
 DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024  # etcd: 0 means the 2 GiB default
 MAX_QUOTA_BYTES = 8 * 1024 * 1024 * 1024
 NONE, NOSPACE, CORRUPT = 0, 1, 2
 _ALARM_NAMES = {NOSPACE: "NOSPACE", CORRUPT: "CORRUPT"}
+# Request kinds that consume space whatever their content (txn: only if it puts).
+_SPACE_KINDS = frozenset(("put", "lease_grant"))
 
 
 def effective_quota(quota_bytes: int) -> int:
@@ -43,15 +53,25 @@ class AlarmTable:
 
     def __init__(self, alarms: set[tuple[int, int]] | None = None) -> None:
         self._alarms: set[tuple[int, int]] = set(alarms or ())
+        self._nospace = self.has(NOSPACE)  # read by admit() on every write
 
     @classmethod
-    def load(cls, backend: Any) -> AlarmTable:
+    def load(cls, backend: Backend) -> AlarmTable:
         raw = backend.get("meta", ALARMS_META_KEY)
         return cls.decode(bytes(raw)) if raw else cls()
 
-    def reload(self, backend: Any) -> None:
+    def reload(self, backend: Backend) -> None:
         """Re-read after a snapshot install replaced the state."""
         self._alarms = AlarmTable.load(backend)._alarms
+        self._nospace = self.has(NOSPACE)
+
+    def admit(self, kind: str, request: Message) -> None:
+        """Apply-pipeline stage: NO_SPACE for a space-consuming write while
+        NOSPACE is raised (etcd's applierV3Capped)."""
+        if self._nospace and (
+            kind in _SPACE_KINDS or (kind == "txn" and txn_puts(cast(TxnRequest, request)))
+        ):
+            raise errors.NO_SPACE()
 
     def encode(self) -> bytes:
         return json.dumps(sorted([list(a) for a in self._alarms])).encode()
@@ -70,10 +90,8 @@ class AlarmTable:
         """StatusResponse.errors strings, as etcd formats them."""
         return [f"memberID:{m} alarm:{_ALARM_NAMES.get(a, str(a))} " for m, a in self.active()]
 
-    def apply_alarm(self, batch: Any, req: Any) -> Any:
+    def apply_alarm(self, batch: MvccBatch, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         """Applier handler for InternalRequest.alarm -> AlarmResponse."""
-        from kvstore.pb import rpc_pb2
-
         resp = rpc_pb2.AlarmResponse()
         action = req.action
         if action == rpc_pb2.AlarmRequest.GET:
@@ -86,69 +104,44 @@ class AlarmTable:
                 return resp
             if entry not in self._alarms:
                 self._alarms.add(entry)
+                self._nospace = self.has(NOSPACE)
                 batch.set_meta(ALARMS_META_KEY, self.encode())
             resp.alarms.add(memberID=entry[0], alarm=entry[1])
         elif action == rpc_pb2.AlarmRequest.DEACTIVATE and entry in self._alarms:
             self._alarms.discard(entry)
+            self._nospace = self.has(NOSPACE)
             batch.set_meta(ALARMS_META_KEY, self.encode())
             resp.alarms.add(memberID=entry[0], alarm=entry[1])
         return resp
 
 
-def txn_writes(txn: Any) -> bool:
-    for ops in (txn.success, txn.failure):
-        for op in ops:
-            kind = op.WhichOneof("request")
-            if kind in ("request_put",):
-                return True
-            if kind == "request_txn" and txn_writes(op.request_txn):
-                return True
-    return False
-
-
-def capped(
-    kind: str, handler: Callable[[Any, Any], Any], table: AlarmTable
-) -> Callable[[Any, Any], Any]:
-    """Wrap an apply handler: refuse space-consuming writes while NOSPACE is on."""
-
-    def put(batch: Any, req: Any) -> Any:
-        if table.has(NOSPACE):
-            raise errors.NO_SPACE()
-        return handler(batch, req)
-
-    def txn(batch: Any, req: Any) -> Any:
-        # etcd: a txn that may write is refused as a whole; DeleteRange-only
-        # txns free space and pass (applierV3Capped checks for puts).
-        if table.has(NOSPACE) and txn_writes(req):
-            raise errors.NO_SPACE()
-        return handler(batch, req)
-
-    def lease_grant(batch: Any, req: Any) -> Any:
-        if table.has(NOSPACE):
-            raise errors.NO_SPACE()
-        return handler(batch, req)
-
-    wrappers = {"put": put, "txn": txn, "lease_grant": lease_grant}
-    return wrappers.get(kind, handler)
-
-
 class QuotaGuard:
     """Request-time quota check; `quota_bytes` <= 0 disables it."""
 
-    def __init__(self, quota_bytes: int, db_size: Callable[[], int], table: AlarmTable) -> None:
+    def __init__(
+        self,
+        quota_bytes: int,
+        db_size: Callable[[], int],
+        table: AlarmTable,
+        *,
+        grow: Callable[[int], None] | None = None,
+    ) -> None:
         self.quota_bytes = quota_bytes
         self._db_size = db_size
         self._table = table
+        # Told each admitted write's cost (a cached size counts it until its
+        # next real reading); None: the size reading is always fresh.
+        self._grow = grow or _ignore
 
     def exceeded(self, cost: int) -> bool:
         if self.quota_bytes <= 0:
             return False
         return self._db_size() + cost > self.quota_bytes
 
-    def check(self, kind: str, req: Any) -> bool:
+    def check(self, kind: str, req: Message) -> bool:
         """Raise NO_SPACE if a `kind` write must be refused; return True when a
         NOSPACE alarm should be proposed first (quota newly exceeded)."""
-        if kind == "txn" and not txn_writes(req):
+        if kind == "txn" and not txn_puts(cast(TxnRequest, req)):
             return False
         if kind not in ("put", "txn", "lease_grant"):
             return False
@@ -157,13 +150,15 @@ class QuotaGuard:
         cost = request_cost(kind, req)
         if self.exceeded(cost):
             return True
-        grow = getattr(self._db_size, "grow", None)
-        if grow is not None:
-            grow(cost)  # admitted: count it until the next real size reading
+        self._grow(cost)  # admitted: count it until the next real size reading
         return False
 
 
-def request_cost(kind: str, req: Any) -> int:
+def request_cost(kind: str, req: Message) -> int:
     """etcd's cost estimate: encoded size plus a per-key overhead."""
     overhead = 256 + 24
     return req.ByteSize() + overhead if kind != "lease_grant" else overhead
+
+
+def _ignore(nbytes: int) -> None:
+    return None

@@ -16,14 +16,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+
+from google.protobuf.message import Message
 
 from kvstore import errors
 from kvstore.maintenance.backup import iter_chunks, write_backup
 from kvstore.maintenance.defrag import defragment
 from kvstore.maintenance.hash import backend_hash, hash_kv_response
 from kvstore.maintenance.quota import NOSPACE, AlarmTable, QuotaGuard
-from kvstore.maintenance.snapshot_transfer import ThreadWork
+from kvstore.maintenance.snapshot_install import ThreadWork
+from kvstore.pb import rpc_pb2
+from kvstore.seams import Proposer
+from kvstore.storage.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,8 @@ class CachedSize:
 class MaintenanceService:
     def __init__(
         self,
-        kv: Any,
-        backend: Any,
+        kv: Proposer,
+        backend: Backend,
         alarms: AlarmTable,
         *,
         quota_bytes: int,
@@ -70,7 +74,7 @@ class MaintenanceService:
         self._backend = backend
         self.alarms = alarms
         self.db_size = CachedSize(backend.size_bytes)
-        self.quota = QuotaGuard(quota_bytes, self.db_size, alarms)
+        self.quota = QuotaGuard(quota_bytes, self.db_size, alarms, grow=self.db_size.grow)
         self._spool = spool
         self._seq = itertools.count(1)
         self._threads = ThreadWork()
@@ -84,22 +88,20 @@ class MaintenanceService:
         return self.alarms.status_errors()
 
     # -------------------------------------------------------------- hash
-    async def hash(self, req: Any) -> Any:
-        from kvstore.pb import rpc_pb2
-
+    async def hash(self, req: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
         h = await self._threads.run(backend_hash, self._backend)
         return rpc_pb2.HashResponse(header=self._kv.header(), hash=h)
 
-    def hash_kv(self, req: Any) -> Any:
+    def hash_kv(self, req: rpc_pb2.HashKVRequest) -> rpc_pb2.HashKVResponse:
         # In the loop: the MVCC store's pending view is owned by the loop.
         return hash_kv_response(self._kv.store, req.revision, self._kv.header())
 
     # ---------------------------------------------------------- snapshot
-    async def snapshot(self, req: Any) -> AsyncIterator[Any]:
+    async def snapshot(
+        self, req: rpc_pb2.SnapshotRequest
+    ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """Consistent backup streamed as etcd does: 32 KiB blobs with
         remaining_bytes, then the 32-byte SHA-256 alone."""
-        from kvstore.pb import rpc_pb2
-
         self._spool.mkdir(parents=True, exist_ok=True)
         path = self._spool / f"backup-{next(self._seq)}.snap"
         try:
@@ -111,9 +113,7 @@ class MaintenanceService:
                 path.unlink()
 
     # -------------------------------------------------------- defragment
-    async def defragment(self, req: Any) -> Any:
-        from kvstore.pb import rpc_pb2
-
+    async def defragment(self, req: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
         result = await self._threads.run(defragment, self._backend)
         self.db_size.invalidate()
         log.info(
@@ -123,7 +123,7 @@ class MaintenanceService:
         return rpc_pb2.DefragmentResponse()  # no header, as etcd 3.4
 
     # ------------------------------------------------------------- alarm
-    async def alarm(self, req: Any) -> Any:
+    async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         resp = await self._kv.propose("alarm", req)
         # etcd 3.4 answers Alarm without a header (`alarm list -w json` prints
         # `{}` when no alarm is raised), so none is added here.
@@ -133,7 +133,7 @@ class MaintenanceService:
         return resp
 
     # ------------------------------------------------------------- quota
-    async def check_write(self, kind: str, req: Any) -> None:
+    async def check_write(self, kind: str, req: Message) -> None:
         """Raise NO_SPACE if this write must be refused (etcd quotaKVServer)."""
         if not self.quota.check(kind, req):
             return
@@ -142,8 +142,6 @@ class MaintenanceService:
         raise errors.NO_SPACE()
 
     async def _raise_nospace(self) -> None:
-        from kvstore.pb import rpc_pb2
-
         req = rpc_pb2.AlarmRequest(
             action=rpc_pb2.AlarmRequest.ACTIVATE,
             memberID=self._kv.member_id,

@@ -17,24 +17,17 @@ purpose (the two are one unit split by size).
 
 from __future__ import annotations
 
-import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kvstore import errors
 from kvstore.mvcc.compare import INDEX_TARGETS, compare_holds
 from kvstore.mvcc.index import wire_range_end
 from kvstore.mvcc.revision import encode_revision
+from kvstore.mvcc.txn_ops import txn_is_read_only
 from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.storage.backend import KV, META
-
-
-def encode_u64(n: int) -> bytes:
-    return _U64.pack(n)
-
-
-def decode_u64(raw: bytes) -> int:
-    return _U64.unpack(raw)[0]
-
+from kvstore.storage.codec import encode_u64
 
 if TYPE_CHECKING:
     from kvstore.mvcc.store import MvccStore
@@ -42,7 +35,6 @@ if TYPE_CHECKING:
 KeyValue = kv_pb2.KeyValue
 Event = kv_pb2.Event
 META_COMPACT_REVISION = b"mvcc/compact_revision"
-_U64 = struct.Struct(">Q")
 RevisionEvents = tuple[int, list[kv_pb2.Event]]
 
 
@@ -60,16 +52,6 @@ class _WriteCtx:
     def read_rev(self) -> int:
         # Reads inside a write txn see its own earlier changes (etcd storeTxnWrite).
         return self.begin + 1 if self.changes else self.begin
-
-
-def _has_writes(req: rpc_pb2.TxnRequest) -> bool:
-    for op in (*req.success, *req.failure):
-        which = op.WhichOneof("request")
-        if which in ("request_put", "request_delete_range"):
-            return True
-        if which == "request_txn" and _has_writes(op.request_txn):
-            return True
-    return False
 
 
 class MvccBatch:
@@ -116,7 +98,7 @@ class MvccBatch:
         s = self._s
         path: list[bool] = []
         self._compare_path(req, path)
-        if _has_writes(req):
+        if not txn_is_read_only(req):
             self._check_requests(req, path, 0, self._check_put)
         self._check_requests(req, path, 0, self._check_range)
         ctx = _WriteCtx(s._current)
@@ -284,7 +266,13 @@ class MvccBatch:
             if op.WhichOneof("request") == "request_txn":
                 self._compare_path(op.request_txn, path)
 
-    def _check_requests(self, req: rpc_pb2.TxnRequest, path: list[bool], pos: int, check) -> int:
+    def _check_requests(
+        self,
+        req: rpc_pb2.TxnRequest,
+        path: list[bool],
+        pos: int,
+        check: Callable[[rpc_pb2.RequestOp], object],
+    ) -> int:
         """Run `check(op)` on every non-txn op along the path; returns nested txns seen."""
         nested = 0
         for op in req.success if path[pos] else req.failure:

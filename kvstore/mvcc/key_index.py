@@ -102,9 +102,10 @@ class KeyIndex:
             # Hot path: reading at (or after) the key's last change.
             g = self.generations[-1]
             return (g.revs[-1], g.created, g.ver) if g.revs else None
-        g = self._find_generation(at)
-        if g is None:
+        found = self._find_generation(at)
+        if found is None:
             return None
+        g = found
         n = bisect_right(g.revs, (at, _MAX_SUB)) - 1
         if n < 0:
             return None

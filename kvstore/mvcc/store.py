@@ -40,21 +40,24 @@ import heapq
 import operator
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from kvstore import errors
-from kvstore.mvcc.batch import META_COMPACT_REVISION, MvccBatch, decode_u64
+from kvstore.mvcc.batch import META_COMPACT_REVISION, MvccBatch
 from kvstore.mvcc.hooks import LeaseHooks, NoLeases
 from kvstore.mvcc.index import TreeIndex, wire_range_end
 from kvstore.mvcc.key_index import KeyIndex, Rev
 from kvstore.mvcc.revision import decode_revision, encode_revision, is_tombstone, revision_start
 from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.storage.backend import KV, META, Backend
+from kvstore.storage.codec import decode_u64
 
 KeyValue = kv_pb2.KeyValue
 Event = kv_pb2.Event
 RangeRequest = rpc_pb2.RangeRequest
 
-_SORT_KEY: dict[int, Callable[[kv_pb2.KeyValue], object]] = {
+# Sort keys are bytes or ints, both ordered (typed loosely: mypy has no "orderable").
+_SORT_KEY: dict[int, Callable[[kv_pb2.KeyValue], Any]] = {
     RangeRequest.KEY: operator.attrgetter("key"),
     RangeRequest.VERSION: operator.attrgetter("version"),
     RangeRequest.CREATE: operator.attrgetter("create_revision"),
@@ -116,9 +119,13 @@ class MvccStore:
     def lease_hooks(self) -> LeaseHooks:
         return self._hooks
 
-    @lease_hooks.setter
-    def lease_hooks(self, hooks: LeaseHooks) -> None:
-        self._hooks = hooks
+    def restore(self) -> None:
+        """Rebuild every in-memory view from the backend, after a Raft snapshot
+        install replaced its state (no batch may be staged at that point: the
+        driver calls this between apply batches)."""
+        self._pending.clear()
+        self._compact = -1
+        self._rebuild()
 
     def key_count(self) -> int:
         """Keys with any history in the index (live or deleted-but-uncompacted)."""

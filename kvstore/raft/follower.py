@@ -15,6 +15,7 @@ from .progress import Progress
 from .read_only import ReadOnly, ReadRequest
 from .types import (
     ConfState,
+    Entry,
     Message,
     MessageType,
     ReadState,
@@ -52,6 +53,12 @@ class FollowerMixin:
     _base_conf: ConfState
     _conf_history: list[tuple[int, ConfState]]
     _conf: ConfState
+
+    if TYPE_CHECKING:  # provided by RaftCore or another of its mixins
+
+        def _send(self, m: Message) -> None: ...
+        def _note_appended(self, ents: list[Entry]) -> None: ...
+        def _set_conf(self) -> None: ...
 
     # --- follower handlers --------------------------------------------------------------
     def _handle_append(self, m: Message) -> None:

@@ -59,6 +59,12 @@ class LeaderMixin:
     _conf_history: list[tuple[int, ConfState]]
     _conf: ConfState
 
+    if TYPE_CHECKING:  # provided by RaftCore or another of its mixins
+
+        def _note_appended(self, ents: list[Entry]) -> None: ...
+        def _conf_committed(self) -> bool: ...
+        def _become_follower(self, term: int, lead: int) -> None: ...
+
     # --- replication (leader) -----------------------------------------------------------
     def _append_entries(self, items: list[tuple[EntryType, bytes]]) -> None:
         log = self._log

@@ -57,6 +57,10 @@ class MembershipMixin:
     _conf_history: list[tuple[int, ConfState]]
     _conf: ConfState
 
+    if TYPE_CHECKING:  # provided by RaftCore or another of its mixins
+
+        def _maybe_commit(self) -> bool: ...
+
     # --- configuration ------------------------------------------------------------------
     def _note_appended(self, ents: list[Entry]) -> None:
         """Entries were appended starting at ents[0].index: revert conf changes that

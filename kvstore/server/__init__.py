@@ -1,6 +1,8 @@
-"""The kvstore node: driver around the Raft core, apply path, KvServer facade.
+"""The kvstore node: composition root, driver around the Raft core, apply path,
+KvServer facade.
 
-Owns: wiring raft, storage, mvcc and transport into one running member.
+Owns: building raft, storage, mvcc, leases, watches, maintenance and
+transport into one running member (assembly.py) and running it.
 Never: imported by raft/, storage/, mvcc/ (dependencies point one way).
 
 Modules (one job each):
@@ -12,14 +14,14 @@ Modules (one job each):
   kv_server.py    KvServer: the facade the api/ servicers call
   cluster_ops.py  MemberAdd/Remove/Update/Promote and MoveLeader
   membership.py   member table (names, peer and client URLs)
-  runtime.py      KvNode: one running member (data dir, core, transport, driver)
+  assembly.py     NodeParts: THE composition root (every part, through constructors)
+  proposer.py     Proposer: propose through Raft + response headers (all facades)
+  runtime.py      KvNode: one running member's lifecycle (start, publish, removal, stop)
+  metrics.py      NodeMetrics (Prometheus; the write-path observer)
+  rpc_stats.py    per-method gRPC counters
   http.py         /health, /version, /metrics listener
 
-Extension points for later parts (all on one KvNode `node` after `start()`):
-  node.driver.watch_hook = fn           # fn([(revision, [mvccpb.Event])]) after each apply
-  node.driver.leadership_listeners.append(fn)   # fn(is_leader, leader_id, term)
-  node.applier.register("lease_grant", fn)      # fn(mvcc_batch, request) -> response
-  node.kv.propose("lease_revoke", request)      # any InternalRequest kind, via Raft
-  node.kv.store.lease_hooks = lessor            # MvccStore lease attach/detach
-  node.kv.leader_endpoint()                     # leader's client host:port (forwarding)
+Seams between the parts are the Protocols of kvstore.seams; every callback a
+part needs is a constructor argument (see assembly.py), nothing is attached
+after construction.
 """

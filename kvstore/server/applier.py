@@ -7,38 +7,61 @@ whole batch or none of it and replay is exactly-once.
 Never: reads the clock, randomness or per-node settings (apply must be
 deterministic on every member); never touches Raft or the network.
 
-Request kinds other than KV writes (leases, alarms) are dispatched to handlers
-registered with `register(kind, fn)`; an unhandled kind answers NOT_CAPABLE on
-every member alike.
+The pipeline of one request, fixed at construction (server.assembly builds
+it): decode -> gate stages (the NOSPACE quota stage, `ApplyGate`) -> the
+handler for its kind (`apply_handlers`: MVCC, lease and alarm operations) ->
+result. An unhandled kind answers NOT_CAPABLE on every member alike.
+Timings go to the `NodeObserver` given at construction (none: not timed).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
-from collections.abc import Callable
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvstore import errors
+from kvstore.mvcc import MvccBatch, MvccStore
+from kvstore.pb import internal_pb2, kv_pb2, rpc_pb2
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
+from kvstore.seams import ApplyGate, ApplyHandler, NodeObserver
 from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
+from kvstore.storage.codec import encode_u64
+
+if TYPE_CHECKING:
+    from kvstore.lease import Lessor
+    from kvstore.maintenance.quota import AlarmTable
 
 log = logging.getLogger(__name__)
 
 APPLIED_INDEX_KEY = b"applied_index"
 APPLIED_TERM_KEY = b"applied_term"
 
-# fn(batch, request_message) -> response message (may raise EtcdError)
-Handler = Callable[[Any, Any], Any]
+
+def _compact(batch: MvccBatch, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+    return batch.compact(req.revision)
 
 
-def encode_u64(value: int) -> bytes:
-    return struct.pack(">Q", value)
-
-
-def decode_u64(data: bytes | None) -> int:
-    return struct.unpack(">Q", data)[0] if data else 0
+def apply_handlers(
+    *, lessor: Lessor | None = None, alarms: AlarmTable | None = None
+) -> dict[str, ApplyHandler]:
+    """THE table of apply handlers by InternalRequest kind: MVCC writes, plus
+    lease operations when a lessor is given and alarms when a table is."""
+    handlers: dict[str, ApplyHandler] = {
+        "put": lambda b, r: b.put(r),
+        "delete_range": lambda b, r: b.delete_range(r),
+        "txn": lambda b, r: b.txn(r),
+        "compaction": _compact,
+    }
+    if lessor is not None:
+        handlers["lease_grant"] = lessor.apply_grant
+        handlers["lease_revoke"] = lessor.apply_revoke
+        handlers["lease_checkpoint"] = lessor.apply_checkpoint
+    if alarms is not None:
+        handlers["alarm"] = alarms.apply_alarm
+    return handlers
 
 
 @dataclass
@@ -48,20 +71,18 @@ class ApplyResult:
     # (request id, response message or EtcdError) for entries proposed with an id.
     results: list[tuple[int, Any]] = field(default_factory=list)
     # [(revision, [mvccpb.Event])] for the watch hub.
-    events: list[tuple[int, list[Any]]] = field(default_factory=list)
+    events: list[tuple[int, list[kv_pb2.Event]]] = field(default_factory=list)
     members_changed: bool = False
     # Ids removed from the cluster in this batch (the transport drops them).
     removed: list[int] = field(default_factory=list)
     # The staged, not yet committed MVCC batch (see Applier.stage).
-    batch: Any = None
+    batch: MvccBatch | None = None
 
 
 def decode_member_context(data: bytes) -> Member | None:
     """ConfChange.context -> Member (internalpb.MemberContext), None if empty."""
     if not data:
         return None
-    from kvstore.pb import internal_pb2
-
     ctx = internal_pb2.MemberContext.FromString(data)
     return Member(
         id=ctx.member_id,
@@ -72,8 +93,6 @@ def decode_member_context(data: bytes) -> Member | None:
 
 
 def encode_member_context(member: Member) -> bytes:
-    from kvstore.pb import internal_pb2
-
     return internal_pb2.MemberContext(
         member_id=member.id,
         name=member.name,
@@ -85,19 +104,25 @@ def encode_member_context(member: Member) -> bytes:
 class Applier:
     """Applies batches of committed entries. Called only by the driver task."""
 
-    def __init__(self, store: Any, members: MemberTable, applied_index: int = 0) -> None:
-        from kvstore.pb import internal_pb2
-
+    def __init__(
+        self,
+        store: MvccStore,
+        members: MemberTable,
+        applied_index: int = 0,
+        *,
+        handlers: Mapping[str, ApplyHandler] | None = None,
+        gates: Sequence[ApplyGate] = (),
+        observer: NodeObserver | None = None,
+    ) -> None:
         self._store = store
         self._members = members
         self._request_type = internal_pb2.InternalRequest
         self.applied_index = applied_index
-        self._handlers: dict[str, Handler] = {
-            "put": lambda b, r: b.put(r),
-            "delete_range": lambda b, r: b.delete_range(r),
-            "txn": lambda b, r: b.txn(r),
-            "compaction": self._compact,
-        }
+        self._handlers: dict[str, ApplyHandler] = dict(
+            handlers if handlers is not None else apply_handlers()
+        )
+        self._gates = tuple(gates)
+        self._observer = observer
 
     def conf_state(self) -> ConfState:
         """The configuration as of the applied index (for snapshot records):
@@ -108,13 +133,9 @@ class Applier:
             learners=tuple(m.id for m in members if m.is_learner),
         )
 
-    def register(self, kind: str, handler: Handler) -> None:
-        """Route InternalRequest field `kind` (e.g. 'lease_grant') to `handler`."""
-        self._handlers[kind] = handler
-
-    @staticmethod
-    def _compact(batch: Any, req: Any) -> Any:
-        return batch.compact(req.revision)
+    def restore(self, applied_index: int) -> None:
+        """The state was replaced by a snapshot taken at `applied_index`."""
+        self.applied_index = applied_index
 
     def apply(self, entries: list[Entry]) -> ApplyResult:
         """Apply `entries` (ascending, contiguous) in one MVCC batch and commit it."""
@@ -130,6 +151,8 @@ class Applier:
         todo = [e for e in entries if e.index > self.applied_index]
         if not todo:
             return result
+        observer = self._observer
+        t0 = time.perf_counter() if observer is not None else 0.0
         batch = self._store.begin_batch()
         for entry in todo:
             if entry.type == EntryType.CONF_CHANGE:
@@ -145,17 +168,27 @@ class Applier:
         result.batch = batch
         # Later batches start after this one even before it is committed.
         self.applied_index = result.applied_index
+        if observer is not None:
+            observer.observe_apply(time.perf_counter() - t0)
         return result
 
     def commit(self, result: ApplyResult) -> ApplyResult:
         """Write a staged batch (one unsynced WriteBatch; the Raft log is the
         durable record) and fill `result.events`."""
-        if result.batch is not None:
-            result.events = result.batch.commit(sync=False) or []
-            result.batch = None
+        batch = result.batch
+        if batch is None:
+            return result
+        observer = self._observer
+        if observer is None:
+            result.events = batch.commit(sync=False) or []
+        else:
+            t0 = time.perf_counter()
+            result.events = batch.commit(sync=False) or []
+            observer.observe_backend_commit(time.perf_counter() - t0)
+        result.batch = None
         return result
 
-    def _apply_request(self, batch: Any, entry: Entry, result: ApplyResult) -> None:
+    def _apply_request(self, batch: MvccBatch, entry: Entry, result: ApplyResult) -> None:
         try:
             req = self._request_type.FromString(entry.data)
         except Exception:  # noqa: BLE001 - a garbage entry must not stop the node
@@ -171,11 +204,14 @@ class Applier:
             return
         handler = self._handlers.get(kind or "")
         outcome: Any
-        if handler is None:
+        if handler is None or kind is None:
             outcome = errors.NOT_CAPABLE()
         else:
+            request = getattr(req, kind)
             try:
-                outcome = handler(batch, getattr(req, kind))
+                for gate in self._gates:
+                    gate.admit(kind, request)
+                outcome = handler(batch, request)
             except errors.EtcdError as exc:
                 outcome = exc
         if req.id:

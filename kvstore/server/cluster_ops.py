@@ -4,7 +4,8 @@ Owns: MemberAdd / MemberRemove / MemberUpdate / MemberPromote as Raft conf
 changes (single-server changes, thesis §4.1) and MoveLeader (§3.10); each
 waits until the change is applied locally before answering, like etcd.
 On a follower the request is forwarded to the leader's advertised client URL
-(published through member_attributes entries), as etcd forwards to its leader.
+(published through member_attributes entries) by transport.forward, as etcd
+forwards to its leader.
 MemberAdd draws a fresh, never-used id (time-salted, like etcd), so a removed
 id never returns; operations on a removed id answer "member not found".
 Never: edits the member table directly (only the applier does, when the
@@ -15,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
-
-import grpc
+from typing import Any, TypeVar
 
 from kvstore import errors
 from kvstore.raft.errors import ConfChangeInProgress, NotLeader, ProposalDropped
@@ -27,6 +26,18 @@ from kvstore.server.applier import encode_member_context
 from kvstore.server.config import ConfigError, host_port, member_id
 from kvstore.server.membership import Member, MemberTable
 from kvstore.server.node import NodeDriver
+from kvstore.transport.forward import (
+    MEMBER_ADD,
+    MEMBER_PROMOTE,
+    MEMBER_REMOVE,
+    MEMBER_UPDATE,
+    LeaderForwarder,
+    LeaderResolver,
+)
+from kvstore.transport.peer_client import UnaryMethod
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 # Salts tried before giving up on finding an unused member id (a collision of
 # 64-bit hashes is already astronomically unlikely; this only bounds the loop).
@@ -54,13 +65,27 @@ def _pb() -> Any:
 
 
 class ClusterOps:
+    """`forwarder`: how a follower reaches the leader (None: it cannot, and
+    answers "no leader" to a membership change)."""
+
     def __init__(
-        self, driver: NodeDriver, members: MemberTable, header: Any, cluster_token: str
+        self,
+        driver: NodeDriver,
+        members: MemberTable,
+        header: Any,
+        cluster_token: str,
+        forwarder: LeaderForwarder | None = None,
     ) -> None:
         self._driver = driver
         self._members = members
         self._header = header  # callable(revision) -> ResponseHeader
         self._token = cluster_token
+        self._forwarder = forwarder
+        self._resolver = (
+            forwarder.resolver
+            if forwarder is not None
+            else LeaderResolver(lambda: driver.leader_id, members)
+        )
 
     # ----------------------------------------------------------- helpers
     def _pb_members(self) -> list[Any]:
@@ -74,24 +99,15 @@ class ClusterOps:
         ]  # fmt: skip
 
     def leader_client_address(self) -> str | None:
-        leader = self._members.get(self._driver.leader_id)
-        if leader is None or not leader.client_urls:
-            return None
-        return leader.client_urls[0].split("://", 1)[-1]
+        return self._resolver.leader_client_address()
 
-    async def _forward(self, method: str, request: Any) -> Any:
-        """Call Cluster/<method> on the leader (we are a follower)."""
-        from kvstore.pb import rpc_pb2_grpc
-
-        target = self.leader_client_address()
-        if target is None:
+    async def _forward(self, method: UnaryMethod[Req, Resp], request: Req) -> Resp:
+        """Run `method` on the leader (we are a follower); errors.EtcdError."""
+        if self._forwarder is None:
             raise errors.NO_LEADER()
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = rpc_pb2_grpc.ClusterStub(channel)
-            try:
-                return await getattr(stub, method)(request, timeout=self._driver.request_timeout_s)
-            except grpc.aio.AioRpcError as exc:
-                raise errors.from_message(exc.code(), exc.details() or "") from exc
+        return await self._forwarder.unary(
+            method, request, timeout_s=self._driver.request_timeout_s
+        )
 
     async def _change(self, cc: ConfChange) -> None:
         """Propose `cc` on this (leader) node and wait until it is applied here."""
@@ -126,7 +142,7 @@ class ClusterOps:
         except ConfigError as exc:
             raise errors.MEMBER_BAD_URLS() from exc
         if not self._is_leader():
-            return await self._forward("MemberAdd", req)
+            return await self._forward(MEMBER_ADD, req)
         # etcd checks quorum safety first, then (when applying) the URLs.
         strict_reconfig.check_add(
             self._members.all(), self._driver.raft_status(), self._driver.member_id, req.isLearner
@@ -154,7 +170,7 @@ class ClusterOps:
         if req.ID not in self._members:
             raise errors.MEMBER_NOT_FOUND()
         if not self._is_leader():
-            return await self._forward("MemberRemove", req)
+            return await self._forward(MEMBER_REMOVE, req)
         strict_reconfig.check_remove(
             self._members.all(), self._driver.raft_status(), self._driver.member_id, req.ID
         )
@@ -175,7 +191,7 @@ class ClusterOps:
         if others & set(urls):
             raise errors.PEER_URL_EXIST()
         if not self._is_leader():
-            return await self._forward("MemberUpdate", req)
+            return await self._forward(MEMBER_UPDATE, req)
         member = Member(req.ID, current.name, urls, is_learner=current.is_learner)
         await self._change(
             ConfChange(ConfChangeType.UPDATE_NODE, req.ID, encode_member_context(member))
@@ -189,7 +205,7 @@ class ClusterOps:
         if not current.is_learner:
             raise errors.MEMBER_NOT_LEARNER()
         if not self._is_leader():
-            return await self._forward("MemberPromote", req)
+            return await self._forward(MEMBER_PROMOTE, req)
         status = self._driver.raft_status()
         progress = status.progress.get(req.ID)
         if progress is None or progress.match < LEARNER_READY_FRACTION * status.commit:

@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from kvstore.maintenance.compaction import parse_retention
+
 DEFAULT_NAME = "default"
 DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
 DEFAULT_PEER_URL = "http://127.0.0.1:2380"
@@ -87,10 +89,6 @@ def parse_initial_cluster(value: str) -> dict[str, tuple[str, ...]]:
 
 def _check_retention(mode: str, value: str) -> None:
     """Validate --auto-compaction-retention with the compactor's own parser."""
-    try:
-        from kvstore.maintenance.compaction import parse_retention
-    except ImportError:
-        return
     try:
         parse_retention(mode, value)
     except ValueError as exc:

@@ -30,19 +30,18 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from kvstore.mvcc import LeaseHooks, MvccStore
 from kvstore.raft.types import ConfChange, ConfChangeType, Entry, EntryType, HardState
-from kvstore.server.applier import (
-    APPLIED_INDEX_KEY,
-    decode_u64,
-    encode_member_context,
-    encode_u64,
-)
+from kvstore.seams import DurableLog
+from kvstore.server.applier import APPLIED_INDEX_KEY, encode_member_context
 from kvstore.server.config import NodeConfig
 from kvstore.server.errors import DataDirError
 from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, Member, MemberTable
+from kvstore.storage.backend import Backend
+from kvstore.storage.codec import decode_u64, encode_u64
 from kvstore.storage.fsutil import fsync_dir
+from kvstore.storage.raft_log import RocksLogStorage
 
 CLUSTER_ID_KEY = b"cluster_id"
 MEMBER_ID_KEY = b"member_id"
@@ -56,9 +55,9 @@ IDENTITY_FILE = "member.json"
 @dataclass
 class OpenedDataDir:
     path: Path
-    backend: Any
-    log_storage: Any
-    store: Any
+    backend: Backend
+    log_storage: RocksLogStorage
+    store: MvccStore
     members: MemberTable
     applied_index: int
     cluster_id: int
@@ -138,14 +137,14 @@ def needs_join(cfg: NodeConfig) -> bool:
     )
 
 
-def open_data_dir(cfg: NodeConfig, join: JoinInfo | None = None) -> OpenedDataDir:
+def open_data_dir(
+    cfg: NodeConfig, join: JoinInfo | None = None, *, lease_hooks: LeaseHooks | None = None
+) -> OpenedDataDir:
     """Open (bootstrapping if new) the data dir of `cfg` (already validated).
 
     `join` (from kvstore.server.join) is required when `needs_join(cfg)`: the
-    ids and member table the running cluster gave this member."""
-    from kvstore.mvcc import MvccStore
-    from kvstore.storage.backend import Backend
-    from kvstore.storage.raft_log import RocksLogStorage
+    ids and member table the running cluster gave this member. `lease_hooks`
+    (the node's Lessor) is given to the MVCC store it opens."""
 
     path = Path(cfg.data_dir)
     db = path / DB_DIRNAME
@@ -187,7 +186,8 @@ def open_data_dir(cfg: NodeConfig, join: JoinInfo | None = None) -> OpenedDataDi
         # Bootstrap writes the member id to meta last, so a first start that
         # crashed half-way is simply bootstrapped again (same entries, same ids).
         is_new = _meta(backend, MEMBER_ID_KEY) is None
-        return _open(cfg, path, backend, is_new, ident, join, RocksLogStorage, MvccStore)
+        store = MvccStore(backend, lease_hooks)
+        return _open(cfg, path, backend, is_new, ident, join, RocksLogStorage(backend), store)
     except DataDirError:
         backend.close()
         raise
@@ -197,7 +197,7 @@ def open_data_dir(cfg: NodeConfig, join: JoinInfo | None = None) -> OpenedDataDi
         raise DataDirError(f"data dir {path} is corrupt or unreadable: {msg}") from exc
 
 
-def _meta(backend: Any, key: bytes) -> bytes | None:
+def _meta(backend: Backend, key: bytes) -> bytes | None:
     value = backend.get("meta", key)
     return bytes(value) if value is not None else None
 
@@ -205,15 +205,13 @@ def _meta(backend: Any, key: bytes) -> bytes | None:
 def _open(
     cfg: NodeConfig,
     path: Path,
-    backend: Any,
+    backend: Backend,
     is_new: bool,
     ident: Identity,
     join: JoinInfo | None,
-    log_cls: Any,
-    store_cls: Any,
+    log_storage: RocksLogStorage,
+    store: MvccStore,
 ) -> OpenedDataDir:
-    log_storage = log_cls(backend)
-    store = store_cls(backend)
     if is_new:
         joining = cfg.initial_cluster_state == "existing"
         if joining:
@@ -279,7 +277,7 @@ def bootstrap_entries(peers: list[Member]) -> list[Entry]:
     ]
 
 
-def bootstrap_log(log_storage: Any, peers: list[Member]) -> None:
+def bootstrap_log(log_storage: DurableLog, peers: list[Member]) -> None:
     """Durably write the bootstrap entries with a hard state that commits them."""
     entries = bootstrap_entries(peers)
     log_storage.save(HardState(term=1, vote=0, commit=len(entries)), entries, None, True)

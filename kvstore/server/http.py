@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
 
 from kvstore.server.config import host_port
 from kvstore.server.errors import StartupError
 from kvstore.server.kv_server import CLUSTER_VERSION, SERVER_VERSION
+from kvstore.server.metrics import NodeMetrics, ScrapeSource
 
 MAX_HEADER_BYTES = 16 * 1024
 HEALTH_READ_TIMEOUT_S = 1.0  # etcd's /health quorum-read deadline
@@ -27,12 +27,11 @@ _COMPACT = (",", ":")  # etcd's exact bodies: {"health":"true"}
 
 
 class MetricsServer:
-    def __init__(self, node: Any) -> None:
-        from kvstore.server.metrics import NodeMetrics
-
+    def __init__(self, node: ScrapeSource, metrics: NodeMetrics | None = None) -> None:
+        """`node` is read per request (None parts: starting or stopped);
+        `metrics` is the node's (a KvNode's `metrics`), else a new one over it."""
         self._node = node
-        metrics = getattr(node, "metrics", None)
-        self._metrics: NodeMetrics = metrics if metrics is not None else NodeMetrics(node)
+        self._metrics = metrics if metrics is not None else NodeMetrics(node)
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: list[int] = []
 
@@ -80,17 +79,14 @@ class MetricsServer:
         leader, and a quorum read done within 1 s (etcd: a QGET through Raft;
         here the ReadIndex barrier linearizable reads use, which also proves
         the leader still has a quorum)."""
-        kv = getattr(self._node, "kv", None)
+        kv = self._node.kv
         if kv is None or not kv.has_leader:
             return False
-        maintenance = getattr(kv, "maintenance", None)
+        maintenance = kv.maintenance
         if maintenance is not None and maintenance.status_errors():
             return False
-        barrier = getattr(kv, "read_barrier", None)
-        if barrier is None:
-            return True
         try:
-            await asyncio.wait_for(barrier(), HEALTH_READ_TIMEOUT_S)
+            await asyncio.wait_for(kv.read_barrier(), HEALTH_READ_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - timeout, no leader, stopped: unhealthy
             return False
         return True

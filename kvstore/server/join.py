@@ -7,10 +7,12 @@ listed in `--initial-cluster` (never itself) until one answers, then find this
 member in the answer by its peer URLs (etcd's GetClusterFromRemotePeers +
 ValidateClusterAndAssignIDs). The joiner so learns the cluster id and the id
 MemberAdd gave it, whatever adds and removes happened before.
-Never: writes to disk or proposes anything; never trusts a flag-derived id.
+Never: writes to disk or proposes anything; never trusts a flag-derived id;
+opens connections itself (the RPC's wire side is transport/members_rpc.py,
+over the node's peer client).
 
-The RPC uses raw bytes (JSON) through a generic handler, so no generated
-protobuf module is needed on either side.
+The RPC carries raw bytes (this module's JSON), so no generated protobuf
+module is needed on either side.
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
-
-import grpc
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from kvstore.server.config import NodeConfig
+from kvstore.server.datadir import OpenedDataDir
 from kvstore.server.errors import StartupError
 from kvstore.server.membership import JoinInfo, MemberTable
+from kvstore.transport import members_rpc
+from kvstore.transport.peer_client import PeerCallError, PeerClient
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE = "kvstore.peer.Membership"
-METHOD = f"/{SERVICE}/Members"
+SERVICE = members_rpc.SERVICE
+METHOD = members_rpc.METHOD
 # Per-peer RPC deadline, and how long a joiner keeps asking before giving up
 # (the members may be busy: under load an answer can take a while).
 FETCH_RPC_TIMEOUT_S = 3.0
@@ -76,22 +82,11 @@ def add_members_service(
     `snapshot()` -> (cluster id, own member id, member table), or None while
     the node is not open yet (answered UNAVAILABLE)."""
 
-    async def members(_request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    def answer() -> bytes | None:
         current = snapshot()
-        if current is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "member not started")
-        cid, mid, table = current  # type: ignore[misc]
-        return encode_cluster(cid, mid, table)
+        return None if current is None else encode_cluster(*current)
 
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Members": grpc.unary_unary_rpc_method_handler(
-                members, request_deserializer=None, response_serializer=None
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
+    members_rpc.add_members_service(server, answer)
 
 
 def find_self(cfg: NodeConfig, cluster_id: int, table: MemberTable) -> JoinInfo:
@@ -130,24 +125,28 @@ def remote_peer_urls(cfg: NodeConfig) -> list[str]:
     ]
 
 
-async def fetch_one(
-    url: str, timeout_s: float = FETCH_RPC_TIMEOUT_S
-) -> tuple[int, int, MemberTable]:
-    """Ask the member at peer URL `url` for its member list."""
-    from kvstore.transport import peer_address
+# Asks one member (by peer URL) for (cluster id, responder id, member table).
+FetchMembers = Callable[[str], Awaitable[tuple[int, int, MemberTable]]]
 
-    async with grpc.aio.insecure_channel(peer_address(url)) as channel:
-        call = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
-        data = await call(b"", timeout=timeout_s)
-    return decode_cluster(data)
+
+def member_list_fetcher(
+    client: PeerClient, timeout_s: float = FETCH_RPC_TIMEOUT_S
+) -> FetchMembers:
+    """`fetch` for fetch_join_info: the Members RPC over the node's peer client."""
+
+    async def fetch(url: str) -> tuple[int, int, MemberTable]:
+        return decode_cluster(await members_rpc.fetch_members(client, url, timeout_s))
+
+    return fetch
 
 
 async def fetch_join_info(
-    cfg: NodeConfig, total_timeout_s: float = FETCH_TOTAL_TIMEOUT_S
+    cfg: NodeConfig, fetch: FetchMembers, total_timeout_s: float = FETCH_TOTAL_TIMEOUT_S
 ) -> JoinInfo:
     """Learn ids and members from the running cluster (first start with
-    `--initial-cluster-state existing`). StartupError if nobody answers, or
-    if the answer does not list this member."""
+    `--initial-cluster-state existing`), asking members with `fetch`
+    (member_list_fetcher). StartupError if nobody answers, or if the answer
+    does not list this member."""
     urls = remote_peer_urls(cfg)
     if not urls:
         raise StartupError("--initial-cluster lists no other member to join through")
@@ -158,9 +157,9 @@ async def fetch_join_info(
     while True:
         for url in urls:
             try:
-                cid, responder, table = await fetch_one(url)
-            except (grpc.aio.AioRpcError, ValueError, OSError) as exc:
-                why = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                cid, responder, table = await fetch(url)
+            except (PeerCallError, ValueError, OSError) as exc:
+                why = exc.details if isinstance(exc, PeerCallError) else str(exc)
                 failures[url] = why or type(exc).__name__
                 continue
             if not cid:
@@ -188,11 +187,18 @@ async def fetch_join_info(
         await asyncio.sleep(FETCH_RETRY_S)
 
 
-def serve_snapshot(node: Any) -> Callable[[], tuple[int, int, MemberTable] | None]:
+class _HasDataDir(Protocol):
+    """A KvNode as the member-list answer reads it (None: not open yet)."""
+
+    @property
+    def data(self) -> OpenedDataDir | None: ...
+
+
+def serve_snapshot(node: _HasDataDir) -> Callable[[], tuple[int, int, MemberTable] | None]:
     """`snapshot` callable for add_members_service over a KvNode."""
 
     def snapshot() -> tuple[int, int, MemberTable] | None:
-        data = getattr(node, "data", None)
+        data = node.data
         if data is None:
             return None
         return data.cluster_id, data.member_id, data.members

@@ -11,15 +11,37 @@ validates request shape (api/ does: empty keys, sizes, txn limits).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
 from kvstore import errors
+from kvstore.mvcc import MvccStore
+from kvstore.mvcc.txn_ops import txn_is_read_only
+from kvstore.pb import rpc_pb2
 from kvstore.raft.types import Role
+from kvstore.seams import LeaseFacade
+from kvstore.server.cluster_ops import ClusterOps
 from kvstore.server.membership import MemberTable
 from kvstore.server.node import NodeDriver
+from kvstore.server.proposer import Proposer
+from kvstore.transport.forward import LeaderForwarder
+
+if TYPE_CHECKING:
+    from kvstore.maintenance.service import MaintenanceService
+    from kvstore.server.metrics import NodeMetrics
+    from kvstore.watch import WatchHub
+
+__all__ = ["CLUSTER_VERSION", "SERVER_VERSION", "KvServer", "txn_is_read_only"]
+
+
+class _HasHeader(Protocol):
+    @property
+    def header(self) -> rpc_pb2.ResponseHeader: ...
+
+
+_R = TypeVar("_R", bound=_HasHeader)
 
 # Clients (go-zero, clientv3 RejectOldCluster) refuse servers reporting < 3.2,
 # so Status and /version report an etcd-like version (ETCD_API.md §0.6).
@@ -27,31 +49,22 @@ SERVER_VERSION = "3.4.23"
 CLUSTER_VERSION = "3.4.0"
 
 
-def _pb() -> Any:
-    from kvstore.pb import rpc_pb2
-
-    return rpc_pb2
-
-
-def txn_is_read_only(txn: Any) -> bool:
-    """True when no branch (recursively) writes: such a txn is served as a read."""
-    for ops in (txn.success, txn.failure):
-        for op in ops:
-            kind = op.WhichOneof("request")
-            if kind in ("request_put", "request_delete_range"):
-                return False
-            if kind == "request_txn" and not txn_is_read_only(op.request_txn):
-                return False
-    return True
-
-
 class KvServer:
-    """Async facade; every method may raise `kvstore.errors.EtcdError`."""
+    """Async facade (implements `kvstore.seams.KvFacade`); every method may
+    raise `kvstore.errors.EtcdError`.
+
+    The optional parts are given at construction (server.assembly does):
+    `watch_hub` and `leases` (None: the Watch / Lease / Lock / Election APIs
+    are off), `maintenance` (None: quota, alarms, hash, snapshot and
+    defragment fall back to the plain behaviour below), `metrics` (counts
+    RPCs when the api registers servicers; None: not counted), `forwarder`
+    (transport.forward: a follower runs membership changes on the leader
+    through it; None: a follower answers them "no leader")."""
 
     def __init__(
         self,
         driver: NodeDriver,
-        store: Any,
+        store: MvccStore,
         members: MemberTable,
         *,
         cluster_id: int,
@@ -59,10 +72,13 @@ class KvServer:
         db_size: Callable[[], int] = lambda: 0,
         db_size_in_use: Callable[[], int] | None = None,
         cluster_token: str = "",
+        proposer: Proposer | None = None,
+        watch_hub: WatchHub | None = None,
+        leases: LeaseFacade | None = None,
+        maintenance: MaintenanceService | None = None,
+        metrics: NodeMetrics | None = None,
+        forwarder: LeaderForwarder | None = None,
     ) -> None:
-        from kvstore.pb import internal_pb2
-        from kvstore.server.cluster_ops import ClusterOps
-
         self._driver = driver
         self._store = store
         self._members = members
@@ -70,21 +86,30 @@ class KvServer:
         self.member_id = member_id
         self._db_size = db_size
         self._db_size_in_use = db_size_in_use or db_size
-        self._internal = internal_pb2.InternalRequest
-        self._cluster = ClusterOps(driver, members, self.header, cluster_token)
-        # Set by server.coordination when the node wires leases and watches.
-        self.watch_hub: Any = None
-        self.leases: Any = None
-        # kvstore.maintenance.MaintenanceService when attached (quota, alarms,
-        # hash, snapshot, defragment); None: those features are off.
-        self.maintenance: Any = None
+        self._proposer = proposer or Proposer(
+            driver, store, cluster_id=cluster_id, member_id=member_id
+        )
+        # Followers forward membership changes to the leader through `forwarder`.
+        self._cluster = ClusterOps(driver, members, self.header, cluster_token, forwarder)
+        self._watch_hub = watch_hub
+        self._leases = leases
+        self.maintenance = maintenance
+        self.metrics = metrics
+
+    @property
+    def watch_hub(self) -> WatchHub | None:
+        return self._watch_hub
+
+    @property
+    def leases(self) -> LeaseFacade | None:
+        return self._leases
 
     @property
     def driver(self) -> NodeDriver:
         return self._driver
 
     @property
-    def store(self) -> Any:
+    def store(self) -> MvccStore:
         return self._store
 
     @property
@@ -92,17 +117,11 @@ class KvServer:
         return self._members
 
     # ----------------------------------------------------------------- header
-    def header(self, revision: int | None = None) -> Any:
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         """ResponseHeader for this member; revision defaults to the current one."""
-        rev = self._store.current_revision if revision is None else revision
-        return _pb().ResponseHeader(
-            cluster_id=self.cluster_id,
-            member_id=self.member_id,
-            revision=rev,
-            raft_term=self._driver.term,
-        )
+        return self._proposer.header(revision)
 
-    def _fill_header(self, resp: Any, revision: int | None = None) -> Any:
+    def _fill_header(self, resp: _R, revision: int | None = None) -> _R:
         hdr = resp.header
         hdr.cluster_id = self.cluster_id
         hdr.member_id = self.member_id
@@ -121,36 +140,24 @@ class KvServer:
         await self._driver.read_barrier()
 
     async def propose(self, kind: str, request: Any) -> Any:
-        """Propose InternalRequest{kind: request}; return the apply result.
-
-        Used for KV writes here and by other facades (lease, alarm)."""
-        make = self._internal
-
-        def payload(rid: int) -> bytes:
-            ireq = make(id=rid)
-            getattr(ireq, kind).CopyFrom(request)
-            return ireq.SerializeToString()
-
-        if self._driver.leader_id == 0:
-            # Briefly wait out an election or a restart instead of failing at once.
-            await self._driver.wait_leader()
-        return await self._driver.propose(payload)
+        """Propose InternalRequest{kind: request}; return the apply result."""
+        return await self._proposer.propose(kind, request)
 
     # -------------------------------------------------------------------- KV
-    async def range(self, req: Any) -> Any:
+    async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         if not req.serializable:
             await self.read_barrier()
         return self._fill_header(self._store.range(req))
 
-    async def put(self, req: Any) -> Any:
+    async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         if self.maintenance is not None:
             await self.maintenance.check_write("put", req)
-        return self._fill_header(await self.propose("put", req))
+        return self._fill_header(await self._proposer.propose("put", req))
 
-    async def delete_range(self, req: Any) -> Any:
-        return self._fill_header(await self.propose("delete_range", req))
+    async def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        return self._fill_header(await self._proposer.propose("delete_range", req))
 
-    async def txn(self, req: Any) -> Any:
+    async def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         if txn_is_read_only(req):
             # Served like a Range: ReadIndex barrier, then local state. A batch
             # that only reads stages nothing and is never committed.
@@ -158,21 +165,21 @@ class KvServer:
             return self._fill_header(self._store.begin_batch().txn(req))
         if self.maintenance is not None:
             await self.maintenance.check_write("txn", req)
-        return self._fill_header(await self.propose("txn", req))
+        return self._fill_header(await self._proposer.propose("txn", req))
 
-    async def compact(self, req: Any) -> Any:
-        resp = await self.propose("compaction", req)
+    async def compact(self, req: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
+        resp = await self._proposer.propose("compaction", req)
         if resp is None:
-            resp = _pb().CompactionResponse()
+            resp = rpc_pb2.CompactionResponse()
         return self._fill_header(resp)
 
     # ------------------------------------------------------- cluster / status
-    def status(self) -> Any:
+    def status(self) -> rpc_pb2.StatusResponse:
         d = self._driver
         member = self._members.get(self.member_id)
         size = self._db_size()
         in_use = self._db_size_in_use()
-        return _pb().StatusResponse(
+        return rpc_pb2.StatusResponse(
             header=self.header(),
             version=SERVER_VERSION,
             dbSize=size,
@@ -185,8 +192,8 @@ class KvServer:
             errors=self.maintenance.status_errors() if self.maintenance is not None else [],
         )
 
-    def member_list(self) -> Any:
-        pb = _pb()
+    def member_list(self) -> rpc_pb2.MemberListResponse:
+        pb = rpc_pb2
         return pb.MemberListResponse(
             header=self.header(revision=0),
             members=[
@@ -201,51 +208,55 @@ class KvServer:
             ],
         )
 
-    async def member_add(self, req: Any) -> Any:
+    async def member_add(self, req: rpc_pb2.MemberAddRequest) -> rpc_pb2.MemberAddResponse:
         return await self._cluster.member_add(req)
 
-    async def member_remove(self, req: Any) -> Any:
+    async def member_remove(self, req: rpc_pb2.MemberRemoveRequest) -> rpc_pb2.MemberRemoveResponse:
         return await self._cluster.member_remove(req)
 
-    async def member_update(self, req: Any) -> Any:
+    async def member_update(self, req: rpc_pb2.MemberUpdateRequest) -> rpc_pb2.MemberUpdateResponse:
         return await self._cluster.member_update(req)
 
-    async def member_promote(self, req: Any) -> Any:
+    async def member_promote(
+        self, req: rpc_pb2.MemberPromoteRequest
+    ) -> rpc_pb2.MemberPromoteResponse:
         return await self._cluster.member_promote(req)
 
-    async def move_leader(self, req: Any) -> Any:
+    async def move_leader(self, req: rpc_pb2.MoveLeaderRequest) -> rpc_pb2.MoveLeaderResponse:
         return await self._cluster.move_leader(req)
 
-    async def alarm(self, req: Any) -> Any:
+    async def alarm(self, req: rpc_pb2.AlarmRequest) -> rpc_pb2.AlarmResponse:
         if self.maintenance is not None:
             return await self.maintenance.alarm(req)
         # No alarm table attached: nothing is ever raised; GET/DEACTIVATE list none.
-        pb = _pb()
+        pb = rpc_pb2
         if req.action == pb.AlarmRequest.ACTIVATE:
             raise errors.NOT_CAPABLE()
         return pb.AlarmResponse(header=self.header())
 
-    async def defragment(self, req: Any) -> Any:
+    async def defragment(self, req: rpc_pb2.DefragmentRequest) -> rpc_pb2.DefragmentResponse:
         if self.maintenance is not None:
             return await self.maintenance.defragment(req)
         # RocksDB compacts by itself. etcd 3.4 answers Defragment without a header.
-        return _pb().DefragmentResponse()
+        return rpc_pb2.DefragmentResponse()
 
-    def hash_kv(self, req: Any) -> Any:
+    def hash_kv(self, req: rpc_pb2.HashKVRequest) -> rpc_pb2.HashKVResponse:
         """CRC-32 of the MVCC history up to req.revision (0: current); equal on
         members that applied the same log (etcd's corruption check)."""
         if self.maintenance is not None:
             return self.maintenance.hash_kv(req)
         value, compact_rev = self._store.hash_kv(req.revision)
-        return _pb().HashKVResponse(header=self.header(), hash=value, compact_revision=compact_rev)
+        return rpc_pb2.HashKVResponse(
+            header=self.header(), hash=value, compact_revision=compact_rev
+        )
 
-    async def hash(self, req: Any) -> Any:
+    async def hash(self, req: rpc_pb2.HashRequest) -> rpc_pb2.HashResponse:
         if self.maintenance is not None:
             return await self.maintenance.hash(req)
         value, _ = self._store.hash_kv(0)  # etcd hashes the whole backend
-        return _pb().HashResponse(header=self.header(), hash=value)
+        return rpc_pb2.HashResponse(header=self.header(), hash=value)
 
-    def snapshot(self, req: Any) -> Any:
+    def snapshot(self, req: rpc_pb2.SnapshotRequest) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         """Async iterator of SnapshotResponse chunks (needs kvstore.maintenance)."""
         if self.maintenance is None:
             raise errors.EtcdError(

@@ -103,6 +103,11 @@ class MemberTable:
         self._members.pop(member_id, None)
         self.removed.add(member_id)
 
+    def replace(self, other: MemberTable) -> None:
+        """Take `other`'s members and removed ids (a snapshot install's table)."""
+        self._members = dict(other._members)
+        self.removed = set(other.removed)
+
     def set_attributes(self, member_id: int, name: str, client_urls: list[str]) -> None:
         m = self._members.get(member_id)
         if m is None:

@@ -29,21 +29,32 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kvstore import errors
+from kvstore.raft.core import Status
 from kvstore.raft.errors import ProposalDropped
 from kvstore.raft.types import (
     NONE,
     ConfChange,
     Entry,
     EntryType,
+    HardState,
     Message,
     MessageType,
     Ready,
     Role,
+    Snapshot,
+)
+from kvstore.seams import (
+    DurableLog,
+    MessageSink,
+    NodeObserver,
+    RaftNode,
+    SnapshotInstaller,
+    WatchHook,
 )
 from kvstore.server.applier import Applier, ApplyResult
 from kvstore.server.waiters import AppliedIndexWaiter, ProposalWaiters
@@ -63,7 +74,7 @@ class SnapshotNotSupported(RuntimeError):
     """The leader sent a snapshot and no installer is configured."""
 
 
-WatchHook = Callable[[list[tuple[int, list[Any]]]], None]
+LeadershipListener = Callable[[bool, int, int], None]
 
 
 @dataclass
@@ -90,10 +101,10 @@ class NodeDriver:
 
     def __init__(
         self,
-        core: Any,
-        log_storage: Any,
+        core: RaftNode,
+        log_storage: DurableLog,
         applier: Applier,
-        transport: Any,
+        transport: MessageSink,
         *,
         member_id: int,
         tick_interval_s: float,
@@ -104,6 +115,9 @@ class NodeDriver:
         on_apply: Callable[[ApplyResult], None] | None = None,
         persist_in_thread: bool = True,
         snapshot_count: int = 100_000,
+        snapshot_installer: SnapshotInstaller | None = None,
+        leadership_listeners: Sequence[LeadershipListener] = (),
+        observer: NodeObserver | None = None,
     ) -> None:
         self._core = core
         self._storage = log_storage
@@ -118,16 +132,16 @@ class NodeDriver:
         self._on_apply = on_apply
         self._persist_in_thread = persist_in_thread
         self._snapshot_count = max(1, snapshot_count)
-        snap = log_storage.snapshot() if hasattr(log_storage, "snapshot") else None
-        self._snapshot_index = snap.metadata.index if snap is not None else 0
+        self._observer = observer
+        self._snapshot_index = log_storage.snapshot().metadata.index
 
-        # Called as fn(is_leader, leader_id, term) whenever leadership changes
-        # (the lessor starts/stops expiring leases here). Must not block.
-        self.leadership_listeners: list[Callable[[bool, int, int], None]] = []
-        # fn(snapshot, ready_hard_state, current_hard_state): installs a leader's
-        # snapshot (state machine + raft log start) atomically; set by
-        # kvstore.maintenance. Without it a needed snapshot stops the node.
-        self.snapshot_installer: Callable[[Any, Any, Any], None] | None = None
+        # Called as fn(is_leader, leader_id, term) whenever leadership changes.
+        # Must not block.
+        self.leadership_listeners: list[LeadershipListener] = list(leadership_listeners)
+        # Installs a leader's snapshot (state machine + raft log start)
+        # atomically, then calls on_snapshot_installed(). Without one a needed
+        # snapshot stops the node.
+        self._installer = snapshot_installer
         self.waiters = ProposalWaiters(member_id, seed=int(time.time() * 1000))
         self.applied_waiter = AppliedIndexWaiter(applier.applied_index)
         self.stats = DriverStats()
@@ -249,8 +263,16 @@ class NodeDriver:
         self._inbox.append(_Transfer(target_id))  # type: ignore[arg-type]
         self._wake.set()
 
-    def raft_status(self) -> Any:
+    def raft_status(self) -> Status:
         return self._core.status()
+
+    def on_snapshot_installed(self, index: int) -> None:
+        """The state machine now holds a leader's snapshot at `index` (called by
+        the installer, in the driver task, between apply batches)."""
+        self.applied_index = index
+        self.commit_index = max(self.commit_index, index)
+        self.applied_waiter.advance(index)
+        self._snapshot_index = index  # log compaction counts from here
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -416,10 +438,10 @@ class NodeDriver:
             self._transport.send(rd.messages)
 
         snapshot = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty else None
-        if snapshot is not None and self.snapshot_installer is not None:
+        if snapshot is not None and self._installer is not None:
             # Swap the state machine (and the raft log start) atomically first;
             # the save below then brings the log storage's memory in line.
-            self.snapshot_installer(snapshot, rd.hard_state, self._storage.hard_state)
+            self._installer.install(snapshot, rd.hard_state, self._storage.hard_state)
         elif snapshot is not None:
             # Persisting it would reset our log and claim state we do not have:
             # stop the node instead of silently diverging.
@@ -434,7 +456,7 @@ class NodeDriver:
         # applied while this Ready's own write is in flight (CPU work overlaps
         # the fsync); the rest wait until the write is done, so the applied index
         # never runs ahead of the local log (exactly-once replay after a crash).
-        early: list = []
+        early: list[Entry] = []
         staged_entries = 0
         if committed and snapshot is None:
             first_new = rd.entries[0].index if rd.entries else None
@@ -451,7 +473,7 @@ class NodeDriver:
         if rd.entries or rd.must_sync or snapshot is not None:
             if self._persist_in_thread:
                 write = self._writer.submit(
-                    self._storage.save, rd.hard_state, rd.entries, snapshot, rd.must_sync
+                    self._save, rd.hard_state, rd.entries, snapshot, rd.must_sync
                 )
                 staged = None
                 try:
@@ -464,7 +486,7 @@ class NodeDriver:
                 if staged is not None:
                     self._finish_apply(self._applier.commit(staged), staged_entries)
             else:
-                self._storage.save(rd.hard_state, rd.entries, snapshot, rd.must_sync)
+                self._save(rd.hard_state, rd.entries, snapshot, rd.must_sync)
             self.stats.entries_persisted += len(rd.entries)
         if early:
             self._apply(early)
@@ -491,6 +513,22 @@ class NodeDriver:
         if self.applied_index - self._snapshot_index >= self._snapshot_count:
             self._compact_log()
 
+    def _save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None:
+        """The Raft log write (on the writer thread), timed when synced."""
+        observer = self._observer
+        if observer is None or not sync:
+            self._storage.save(hard_state, entries, snapshot, sync)
+            return
+        t0 = time.perf_counter()
+        self._storage.save(hard_state, entries, snapshot, sync)
+        observer.observe_wal_fsync(time.perf_counter() - t0)
+
     def _compact_log(self) -> None:
         """Record a snapshot point at the applied index and drop log entries more
         than `snapshot_count` behind it (etcd: --snapshot-count, catch-up entries).
@@ -509,7 +547,7 @@ class NodeDriver:
         except Exception:  # noqa: BLE001 - compaction is an optimisation
             log.exception("log compaction at index %d failed", index)
 
-    def _apply(self, entries: list) -> None:
+    def _apply(self, entries: list[Entry]) -> None:
         self._finish_apply(self._applier.apply(entries), len(entries))
 
     def _finish_apply(self, result: ApplyResult, n_entries: int) -> None:
@@ -605,12 +643,12 @@ def _fail_futures(futures: list[asyncio.Future[None]], exc: BaseException) -> No
 class _Local:
     """A local command queued through the inbox so only the driver runs it."""
 
-    def run(self, core: Any) -> None:  # pragma: no cover - overridden
+    def run(self, core: RaftNode) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
 class _Campaign(_Local):
-    def run(self, core: Any) -> None:
+    def run(self, core: RaftNode) -> None:
         core.campaign()
 
 
@@ -618,7 +656,7 @@ class _Campaign(_Local):
 class _Transfer(_Local):
     target_id: int
 
-    def run(self, core: Any) -> None:
+    def run(self, core: RaftNode) -> None:
         core.transfer_leadership(self.target_id)
 
 
@@ -626,5 +664,5 @@ class _Transfer(_Local):
 class _Unreachable(_Local):
     peer_id: int
 
-    def run(self, core: Any) -> None:
+    def run(self, core: RaftNode) -> None:
         core.report_unreachable(self.peer_id)

@@ -1,10 +1,11 @@
-"""KvNode: one running member — data dir, Raft core, transport, driver, facade.
+"""KvNode: one running member's lifecycle.
 
-Owns: wiring the parts together in the right order and tearing them down in
-the reverse order; the peer gRPC server (unless one is passed in, e.g. bound
-to port 0 by a test) with the member-list RPC joiners ask (kvstore.server.join);
-on a first start with `--initial-cluster-state existing`, fetching this
-member's ids from the running cluster before the data dir is created;
+Owns: building its parts through the composition root
+(server.assembly.NodeParts: peer channel pool, data dir, Raft core, apply
+pipeline, transport, driver, forwarding, facades), starting them and tearing
+them down in the reverse order;
+the peer gRPC server (unless one is passed in, e.g. bound to port 0 by a
+test) with the member-list RPC joiners ask (kvstore.server.join);
 publishing this member's name and client URLs through Raft once a leader
 exists (etcd's `publish`), until the member table shows them; setting
 `removed` once this member is out of the cluster — it applied its own
@@ -22,24 +23,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from kvstore import errors
+from kvstore.lease import Lessor
+from kvstore.pb import internal_pb2, kv_pb2
+from kvstore.seams import WatchHook
 from kvstore.server.applier import Applier, ApplyResult
+from kvstore.server.assembly import NodeEvents, NodeParts
 from kvstore.server.config import NodeConfig, host_port
-from kvstore.server.coordination import Coordination
-from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
+from kvstore.server.datadir import OpenedDataDir
 from kvstore.server.errors import StartupError
-from kvstore.server.join import add_members_service, fetch_join_info, serve_snapshot
+from kvstore.server.join import add_members_service, serve_snapshot
 from kvstore.server.kv_server import KvServer
 from kvstore.server.metrics import NodeMetrics
-from kvstore.server.node import NodeDriver, WatchHook
+from kvstore.server.node import NodeDriver
+from kvstore.transport import SERVER_OPTIONS, GrpcTransport
+from kvstore.watch import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +52,6 @@ log = logging.getLogger(__name__)
 # of a snapshot, where its waiter never fires). Its success is seen in the
 # member table, so a retry costs one duplicate, idempotent entry at most.
 PUBLISH_ATTEMPT_ELECTIONS = 3
-# Appends in flight per follower before the leader waits for an ack. Small on
-# purpose: entries proposed meanwhile leave in ONE larger append, so followers
-# fsync and answer far less often. Put at 64 clients, 3 members on loopback
-# (benchmarks/kv_bench.py, interleaved A/B runs): 4 gave +10-30 % ops/s over
-# 256 (etcd's order of magnitude) and over 8, and matched 1 and 2; a 1 MiB
-# append per slot still keeps a catching-up follower's pipe full.
-MAX_INFLIGHT_APPENDS = 4
 
 
 def listen_address(url: str, flag: str) -> str:
@@ -89,18 +86,9 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
-def attach_peer_service(server: grpc.aio.Server, transport: Any) -> None:
-    """Register the transport's inbound RaftPeer service on `server`."""
-    add = getattr(transport, "add_to_server", None)
-    if add is not None:
-        add(server)
-        return
-    from kvstore.pb import raftpb_pb2_grpc
+class KvNode(NodeEvents):
+    """Owns one member's lifecycle; its parts are built by server.assembly."""
 
-    raftpb_pb2_grpc.add_RaftPeerServicer_to_server(transport.servicer(), server)
-
-
-class KvNode:
     def __init__(
         self,
         cfg: NodeConfig,
@@ -113,11 +101,7 @@ class KvNode:
         self._peer_server = peer_server
         self._watch_hook = watch_hook
         self._persist_in_thread = persist_in_thread
-        self.data: OpenedDataDir | None = None
-        self.driver: NodeDriver | None = None
-        self.transport: Any = None
-        self.kv: KvServer | None = None
-        self.applier: Applier | None = None
+        self.parts: NodeParts | None = None
         self._publish_task: asyncio.Task[None] | None = None
         # Set whenever the member table may have changed (apply or snapshot).
         self._members_changed = asyncio.Event()
@@ -125,127 +109,105 @@ class KvNode:
         # removal, or a peer refused its stream as removed. The process owner
         # (kvstore.cli.server_cmd) waits on it and exits, like etcd.
         self.removed = asyncio.Event()
-        self.maintenance: Any = None  # kvstore.maintenance.wiring.Maintenance
         self._apply_listeners: list[Callable[[ApplyResult], None]] = []
-        self.coordination: Coordination | None = None
-        # Read at scrape time; the api counts RPCs in it through `kv.metrics`.
+        # Read at scrape time; observes the write path (given to the parts)
+        # and counts RPCs (the api reads it from `kv.metrics`).
         self.metrics = NodeMetrics(self)
+
+    # --- the parts (None before start() and after stop()) ------------------
+    @property
+    def data(self) -> OpenedDataDir | None:
+        return self.parts.data if self.parts is not None else None
+
+    @property
+    def driver(self) -> NodeDriver | None:
+        return self.parts.driver if self.parts is not None else None
+
+    @property
+    def kv(self) -> KvServer | None:
+        return self.parts.kv if self.parts is not None else None
+
+    @property
+    def applier(self) -> Applier | None:
+        return self.parts.applier if self.parts is not None else None
+
+    @property
+    def transport(self) -> GrpcTransport | None:
+        return self.parts.transport if self.parts is not None else None
+
+    @property
+    def watch_hub(self) -> WatchHub | None:
+        return self.parts.hub if self.parts is not None else None
+
+    @property
+    def lessor(self) -> Lessor | None:
+        return self.parts.lessor if self.parts is not None else None
 
     def add_apply_listener(self, fn: Callable[[ApplyResult], None]) -> None:
         self._apply_listeners.append(fn)
 
     async def start(self) -> None:
-        """Open the data dir, start transport and driver. Raises DataDirError /
-        StartupError (one-line messages) without leaving tasks behind."""
-        from kvstore.raft.core import RaftConfig, RaftCore
-        from kvstore.transport import GrpcTransport
-
+        """Build the parts (a joiner first learns its ids from the running
+        cluster), start them. Raises DataDirError / StartupError (one-line
+        messages) without leaving tasks behind."""
         cfg = self.cfg
-        # A joiner asks the running members who it is (ids are not derivable
-        # from the flags once members were added and removed).
-        join = await fetch_join_info(cfg) if needs_join(cfg) else None
-        self.data = data = open_data_dir(cfg, join)
+        self.parts = parts = await NodeParts.open(
+            cfg, metrics=self.metrics, events=self,
+            persist_in_thread=self._persist_in_thread,
+        )  # fmt: skip
         try:
-            member_id = data.member_id
-            self.applier = Applier(data.store, data.members, data.applied_index)
-            # Timing wrappers on the instances, before the driver holds them.
-            self.metrics.instrument_applier(self.applier)
-            self.metrics.instrument_storage(data.log_storage)
-            # Leases + watches: lease hooks and apply handlers before any apply.
-            self.coordination = coord = Coordination(
-                data.store,
-                data.backend,
-                watch_progress_interval_s=cfg.watch_progress_notify_interval_s,
-            )
-            coord.register(self.applier)
-            core = RaftCore(
-                RaftConfig(
-                    id=member_id,
-                    election_ticks=cfg.election_ticks,
-                    heartbeat_ticks=cfg.heartbeat_ticks,
-                    pre_vote=True,
-                    check_quorum=True,
-                    max_size_per_msg=1 << 20,
-                    max_inflight_msgs=MAX_INFLIGHT_APPENDS,
-                    applied=data.applied_index,
-                ),
-                data.log_storage,
-                random.Random(member_id ^ time.time_ns()),
-            )
-            self.transport = GrpcTransport(member_id, data.cluster_id, self._deliver)
-            if hasattr(self.transport, "on_unreachable"):
-                self.transport.on_unreachable = self._unreachable
-            if hasattr(self.transport, "on_removed"):
-                self.transport.on_removed = self._told_removed
-            self.driver = NodeDriver(
-                core,
-                data.log_storage,
-                self.applier,
-                self.transport,
-                member_id=member_id,
-                tick_interval_s=cfg.tick_interval_s,
-                election_timeout_s=cfg.election_timeout_s,
-                watch_hook=self._publish_events,
-                on_apply=self._on_apply,
-                persist_in_thread=self._persist_in_thread,
-                snapshot_count=cfg.snapshot_count,
-            )
-            self.kv = KvServer(
-                self.driver,
-                data.store,
-                data.members,
-                cluster_id=data.cluster_id,
-                member_id=member_id,
-                db_size=lambda: self._backend_size("size_bytes"),
-                db_size_in_use=lambda: self._backend_size("size_in_use_bytes"),
-                cluster_token=cfg.initial_cluster_token,
-            )
-            self.kv.metrics = self.metrics  # add_servicers counts RPCs in it
-            coord.bind(self.kv, data.members, member_id, cfg.election_timeout_s)
-            self._update_peers()
+            self.members_changed()
             if self._peer_server is None:
-                from kvstore.transport import SERVER_OPTIONS
-
                 # so_reuseport=0: fail loudly when the peer port is taken.
                 self._peer_server = grpc.aio.server(
                     options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)]
                 )
                 for url in cfg.listen_peer_urls:
                     bind(self._peer_server, url, "--listen-peer-urls")
-            attach_peer_service(self._peer_server, self.transport)
+            parts.transport.add_to_server(self._peer_server)
             add_members_service(self._peer_server, serve_snapshot(self))
             await self._peer_server.start()
-            self.maintenance = _attach_maintenance(self)
-            await _maybe_await(self.transport.start())
-            coord.follow_snapshots(getattr(self, "maintenance", None))
-            self.driver.start()
-            coord.start()
-            voters = getattr(core.conf_state, "voters", ())
-            if tuple(voters) == (member_id,) and core.leader_id == 0:
-                self.driver.campaign()  # single voter: no reason to wait a timeout
+            await parts.start()
+            member_id = parts.data.member_id
+            if tuple(parts.core.conf_state.voters) == (member_id,) and parts.core.leader_id == 0:
+                parts.driver.campaign()  # single voter: no reason to wait a timeout
             self._publish_task = asyncio.create_task(self._publish(), name="publish-attributes")
         except BaseException:
             await self.stop()
             raise
 
-    def _publish_events(self, events: list) -> None:
-        """Driver watch hook: the node's watch hub, then an extra hook if given."""
-        if self.coordination is not None:
-            self.coordination.publish(events)
+    # --- NodeEvents: what the parts report -------------------------------------
+    def published(self, events: list[tuple[int, list[kv_pb2.Event]]]) -> None:
         if self._watch_hook is not None:
             self._watch_hook(events)
 
-    def _deliver(self, messages: list) -> None:
-        if self.driver is not None:
-            self.driver.deliver(messages)
-
-    def _unreachable(self, peer_id: int) -> None:
-        if self.driver is not None:
-            self.driver.report_unreachable(peer_id)
-
-    def _told_removed(self) -> None:
+    def told_removed(self) -> None:
         """Transport callback: a peer refused our stream as a removed member."""
         self._mark_removed("a peer reports it")
+
+    def applied(self, result: ApplyResult) -> None:
+        data = self.data
+        if data is not None and data.member_id in result.removed:
+            # etcd stops a member that applies its own removal.
+            self._mark_removed("applied its own removal")
+        if result.members_changed:
+            self.members_changed()
+        for fn in self._apply_listeners:
+            fn(result)
+
+    def members_changed(self) -> None:
+        """Sync the transport with the member table (start, apply, snapshot)."""
+        assert self.parts is not None
+        members = self.parts.data.members
+        me = self.parts.data.member_id
+        peers = {mid: url for mid, url in members.peer_urls().items() if mid != me}
+        self.parts.transport.set_peers(peers)
+        self.parts.transport.set_removed(members.removed)
+        self._members_changed.set()
+        if members.is_removed(me):
+            # Also on a restart after the removal was applied, or when a
+            # snapshot carries it: a removed member has nothing left to do.
+            self._mark_removed("in the member table")
 
     def _mark_removed(self, how: str) -> None:
         if self.removed.is_set():
@@ -255,39 +217,6 @@ class KvNode:
         log.warning("member %x has been permanently removed from the cluster (%s)",
                     member_id, how)  # fmt: skip
         self.removed.set()
-
-    def _backend_size(self, method: str) -> int:
-        backend = self.data.backend if self.data else None
-        size = getattr(backend, method, None)
-        try:
-            return int(size()) if size else 0
-        except Exception:  # noqa: BLE001
-            return 0
-
-    def _update_peers(self) -> None:
-        """Sync the transport with the member table (start, apply, snapshot)."""
-        assert self.data is not None
-        members = self.data.members
-        me = self.data.member_id
-        peers = {mid: url for mid, url in members.peer_urls().items() if mid != me}
-        self.transport.set_peers(peers)
-        set_removed = getattr(self.transport, "set_removed", None)
-        if set_removed is not None:
-            set_removed(members.removed)
-        self._members_changed.set()
-        if members.is_removed(me):
-            # Also on a restart after the removal was applied, or when a
-            # snapshot carries it: a removed member has nothing left to do.
-            self._mark_removed("in the member table")
-
-    def _on_apply(self, result: ApplyResult) -> None:
-        if self.data is not None and self.data.member_id in result.removed:
-            # etcd stops a member that applies its own removal.
-            self._mark_removed("applied its own removal")
-        if result.members_changed:
-            self._update_peers()
-        for fn in self._apply_listeners:
-            fn(result)
 
     def _attributes_published(self) -> bool:
         assert self.data is not None
@@ -308,8 +237,6 @@ class KvNode:
         to a leader change is never answered; both used to cost a full request
         timeout. Each attempt first waits for a leader (proposing earlier only
         fails), and ends early as soon as the table shows the attributes."""
-        from kvstore.pb import internal_pb2
-
         assert self.kv is not None and self.data is not None and self.driver is not None
         kv, driver = self.kv, self.driver
         attrs = internal_pb2.MemberAttributes(
@@ -354,51 +281,24 @@ class KvNode:
                 await asyncio.sleep(self.cfg.tick_interval_s)
 
     async def stop(self) -> None:
-        """Stop driver, transport and peer server; close the database."""
+        """Stop the parts and the peer server; close the database."""
         if self._publish_task is not None:
             self._publish_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._publish_task
             self._publish_task = None
-        if self.maintenance is not None:
-            try:
-                await self.maintenance.stop()
-            except Exception:  # noqa: BLE001
-                log.exception("maintenance stop failed")
-            self.maintenance = None
-        if self.coordination is not None:
-            await self.coordination.stop()
-        if self.driver is not None:
-            await self.driver.stop()
-        if self.transport is not None:
-            try:
-                await _maybe_await(self.transport.stop())
-            except Exception:  # noqa: BLE001
-                log.exception("transport stop failed")
+        parts = self.parts
+        if parts is not None:
+            await parts.stop()
         if self._peer_server is not None:
             # A pre-bound server passed in is handed over: we start and stop it.
             await self._peer_server.stop(grace=0.5)
-        if self.data is not None:
-            self.data.close()
-            self.data = None
-
-
-def _attach_maintenance(node: KvNode) -> Any:
-    """Quota/alarms, hash, snapshot send/install, auto-compaction (if installed)."""
-    try:
-        from kvstore.maintenance.wiring import attach_maintenance
-    except ImportError:
-        return None
-    return attach_maintenance(node)
+        if parts is not None:
+            parts.data.close()
+            self.parts = None
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
     """Retrieve a dropped proposal's outcome so asyncio does not log it."""
     if not fut.cancelled():
         fut.exception()
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value

@@ -18,12 +18,13 @@ a Raft status.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from kvstore import errors
+from kvstore.raft.core import Status
+from kvstore.server.membership import Member
 
 
-def is_connected(status: Any, self_id: int, member_id: int) -> bool:
+def is_connected(status: Status, self_id: int, member_id: int) -> bool:
     """Whether the leader (`self_id`, whose `status` this is) hears from `member_id`."""
     if member_id == self_id:
         return True
@@ -31,15 +32,15 @@ def is_connected(status: Any, self_id: int, member_id: int) -> bool:
     return pr is not None and bool(pr.heard_recently) and pr.match > 0
 
 
-def _voters(members: Iterable[Any]) -> list[Any]:
+def _voters(members: Iterable[Member]) -> list[Member]:
     return [m for m in members if not m.is_learner]
 
 
-def _started(member: Any) -> bool:
+def _started(member: Member) -> bool:
     return bool(member.name)  # etcd: IsStarted() == the member published its name
 
 
-def check_add(members: Iterable[Any], status: Any, self_id: int, is_learner: bool) -> None:
+def check_add(members: Iterable[Member], status: Status, self_id: int, is_learner: bool) -> None:
     """Raise unless a member (learner or voter) may be added now."""
     voters = _voters(members)
     if not is_learner:
@@ -52,7 +53,7 @@ def check_add(members: Iterable[Any], status: Any, self_id: int, is_learner: boo
         raise errors.UNHEALTHY_CLUSTER()
 
 
-def check_remove(members: Iterable[Any], status: Any, self_id: int, target_id: int) -> None:
+def check_remove(members: Iterable[Member], status: Status, self_id: int, target_id: int) -> None:
     """Raise unless member `target_id` may be removed now."""
     members = list(members)
     target = next((m for m in members if m.id == target_id), None)
@@ -69,7 +70,7 @@ def check_remove(members: Iterable[Any], status: Any, self_id: int, target_id: i
         raise errors.UNHEALTHY_CLUSTER()
 
 
-def check_promote(members: Iterable[Any]) -> None:
+def check_promote(members: Iterable[Member]) -> None:
     """Raise unless a learner may be promoted (it counts as started)."""
     voters = _voters(members)
     n_members = len(voters) + 1

@@ -388,7 +388,8 @@ class Backend:
         """Values of `keys` in `cf` (None where missing), in one RocksDB call."""
         if not keys:
             return []
-        return self._families[cf].get(keys)
+        # rocksdict's stubs type a key list as list[str | int | ...] (invariant).
+        return self._families[cf].get(keys)  # type: ignore[arg-type,return-value]
 
     def iterate(
         self, cf: str, start: bytes = b"", end: bytes | None = None

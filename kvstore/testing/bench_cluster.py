@@ -37,6 +37,8 @@ class BenchTarget:
 
     def leader_index(self, timeout: float = 5.0) -> int:
         """Index into `endpoints` of the member that calls itself leader."""
+        # Deferred: benchmark scripts import this module in every process,
+        # most of which never ask for the leader.
         import grpc
 
         from kvstore.pb import rpc_pb2, rpc_pb2_grpc
@@ -73,7 +75,7 @@ def open_system(
     endpoints: list[str] | None = None,
     pids: list[int] | None = None,
 ) -> Iterator[BenchTarget]:
-    """`kind`: "kvstore" (kvstore.devcluster.LocalCluster), "etcd" (a real
+    """`kind`: "kvstore" (kvstore.testing.devcluster.LocalCluster), "etcd" (a real
     etcd via kvstore.testing.etcd_cluster.EtcdCluster) or "external"
     (`endpoints`, optional `pids`, nothing started). Waits for a leader."""
     if kind == "external":
@@ -82,6 +84,7 @@ def open_system(
         yield BenchTarget("external", list(endpoints), pids)
         return
     if kind == "etcd":
+        # Deferred (also below): only the chosen kind of cluster is loaded.
         from kvstore.testing.etcd_cluster import EtcdCluster, etcd_available
 
         if not etcd_available():
@@ -90,7 +93,7 @@ def open_system(
             yield BenchTarget("etcd", list(c.endpoints), cluster_pids(c), c)
         return
     if kind == "kvstore":
-        from kvstore.devcluster import LocalCluster
+        from kvstore.testing.devcluster import LocalCluster
 
         with LocalCluster(size=size, extra_args=extra_args) as c:
             c.wait_leader(timeout=START_TIMEOUT_S)

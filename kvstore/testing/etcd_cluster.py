@@ -2,7 +2,7 @@
 
 Used by compatibility tests (same commands against etcd and kvstore, outputs
 compared), client tests (same assertions against both) and benchmarks
-(side-by-side figures). Mirrors the shape of `kvstore.devcluster.LocalCluster`:
+(side-by-side figures). Mirrors the shape of `kvstore.testing.devcluster.LocalCluster`:
 `endpoints`, `start()`, `stop()`, `kill(i)`, `restart(i)`, context manager.
 """
 

@@ -61,7 +61,9 @@ def message_to_pb(m: Message, out: pb.Message | None = None) -> pb.Message:
 
 
 def _fill(p: pb.Message, m: Message) -> None:
-    p.type = m.type
+    # The raft IntEnums carry the wire numbers of raftpb's enums; the stubs
+    # type those fields as the pb enum's own int NewType (no conversion: hot path).
+    p.type = m.type  # type: ignore[assignment]
     p.to = m.to
     p.sender = m.sender
     p.term = m.term
@@ -104,7 +106,7 @@ def hard_state_to_pb(hs: HardState) -> pb.HardState:
 
 
 def entry_to_pb(e: Entry) -> pb.Entry:
-    return pb.Entry(term=e.term, index=e.index, type=e.type, data=e.data)
+    return pb.Entry(term=e.term, index=e.index, type=e.type, data=e.data)  # type: ignore[arg-type]
 
 
 # --- decode --------------------------------------------------------------------------------

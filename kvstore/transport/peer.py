@@ -10,7 +10,8 @@ reports it once through `on_removed()` (the node then stops, like etcd).
 
 Never: blocks or raises in `send` (Raft tolerates loss and retransmits, a stalled
 driver does not); interprets messages; talks to anything but the peers it was
-given; creates grpc.aio objects outside the running event loop.
+given; creates grpc.aio objects outside the running event loop; makes a
+channel itself (the injected `PeerChannels` does, with the peer credentials).
 
 Invariants:
 - Per peer, messages leave in the order `send` saw them (one queue, one stream,
@@ -41,16 +42,17 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 
+from kvstore.pb import raftpb_pb2
 from kvstore.pb import raftpb_pb2_grpc as pb_grpc
 from kvstore.raft.types import Message
 from kvstore.transport import codec
+from kvstore.transport.peer_client import PeerChannels
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,13 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+# The SendSnapshot handler (snapshot_recv.SnapshotReceiver.handle).
+SnapshotHandler = Callable[
+    [AsyncIterator[raftpb_pb2.SnapshotChunk], grpc.aio.ServicerContext],
+    Awaitable[raftpb_pb2.SnapshotAck],
 ]
 
 
@@ -200,7 +209,9 @@ class _PeerSender:
 
     async def _stream_once(self) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            # Its own channel (keepalive and back-off options of its own),
+            # made by the pool: the one place that picks peer credentials.
+            self._channel = self._t.channels.open(self.address, CHANNEL_OPTIONS)
         t = self._t
         call = pb_grpc.RaftPeerStub(self._channel).Stream(
             metadata=(
@@ -305,7 +316,11 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
     def __init__(self, transport: GrpcTransport) -> None:
         self._t = transport
 
-    async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Stream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[raftpb_pb2.MessageBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
         t = self._t
         md = dict(context.invocation_metadata() or ())
         cid = md.get(CLUSTER_ID_METADATA)
@@ -348,11 +363,16 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
             log.warning("rejected stream from remote peer %x because it was removed", sender)
         await context.abort(MEMBER_REMOVED_CODE, MEMBER_REMOVED)
 
-    async def SendSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
+    async def SendSnapshot(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[raftpb_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> raftpb_pb2.SnapshotAck:
         receiver = self._t.snapshot_receiver
         if receiver is not None:
             return await receiver(request_iterator, context)
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot streaming not implemented")
+        raise AssertionError("unreachable")  # abort() raises
 
 
 def _parse_hex(value: str | bytes | None) -> int | None:
@@ -379,12 +399,16 @@ class GrpcTransport:
         cluster_id: int,
         on_messages: Callable[[list[Message]], None],
         *,
+        channels: PeerChannels,
         on_unreachable: Callable[[int], None] | None = None,
         on_removed: Callable[[], None] | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        snapshot_sender: Callable[[Message], None] | None = None,
+        snapshot_receiver: SnapshotHandler | None = None,
     ) -> None:
         self.self_id = self_id
         self.cluster_id = cluster_id
+        self.channels = channels
         self.on_messages = on_messages
         self.on_unreachable = on_unreachable
         self.on_removed = on_removed
@@ -402,11 +426,11 @@ class GrpcTransport:
         self._started = False
         self._peers: dict[int, _PeerSender] = {}
         self._retiring: set[asyncio.Task[None]] = set()
-        # Snapshot streaming (kvstore/maintenance/snapshot_transfer.py): MSG_SNAP
+        # Snapshot streaming (snapshot_send.py / snapshot_recv.py): MSG_SNAP
         # goes to `snapshot_sender(msg)` instead of the message stream, and the
         # SendSnapshot RPC is served by `snapshot_receiver(request_iterator, ctx)`.
-        self.snapshot_sender: Callable[[Message], None] | None = None
-        self.snapshot_receiver: Callable[..., Any] | None = None
+        self.snapshot_sender = snapshot_sender
+        self.snapshot_receiver = snapshot_receiver
 
     # --- membership ------------------------------------------------------------------------
     def set_peers(self, peers: Mapping[int, str]) -> None:

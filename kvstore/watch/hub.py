@@ -29,12 +29,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kvstore import errors
 from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.watch.stream import WatchStream
 from kvstore.watch.watcher import Watcher, strip_prev_kv
+
+if TYPE_CHECKING:
+    from kvstore.mvcc import MvccStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class WatchHub:
 
     def __init__(
         self,
-        store: Any,
+        store: MvccStore,
         header: HeaderFn | None = None,
         *,
         max_stream_events: int = DEFAULT_STREAM_EVENTS,
@@ -289,8 +292,10 @@ class WatchHub:
         cache: dict[tuple[bytes, int], kv_pb2.KeyValue | None],
     ) -> kv_pb2.Event:
         key = ev.kv.key
-        prev = cache.get((key, rev), False)
-        if prev is False:
+        prev: kv_pb2.KeyValue | None
+        if (key, rev) in cache:
+            prev = cache[(key, rev)]
+        else:
             prev = None
             try:
                 resp = self._store.range(rpc_pb2.RangeRequest(key=key, revision=rev - 1))

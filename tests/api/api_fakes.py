@@ -1,10 +1,12 @@
 """A small in-memory stand-in for KvServer and an in-process gRPC harness.
 
-FakeKv implements just enough of the facade (single-key and prefix ranges,
-put, delete_range, flat txns, compact, status, member_list, header) for the
-servicer tests; it records every call so tests can assert that validation
-stopped a request before the facade saw it. It deliberately returns
-responses WITHOUT a header: the servicers must fill it. `fail_with` makes
+FakeKv implements the facade (`kvstore.seams.KvFacade`): single-key and
+prefix ranges, put, delete_range, flat txns, compact, status, member_list,
+header; the maintenance and membership calls answer UNIMPLEMENTED (as a
+facade without those features would), and there are no watch/lease parts.
+It records every call so tests can assert that validation stopped a request
+before the facade saw it. It deliberately returns responses WITHOUT a
+header: the servicers must fill it. `fail_with` makes
 the next call raise the given exception (EtcdError or anything else).
 `serving(fake)` runs the api servicers on a grpc.aio server on 127.0.0.1:0.
 """
@@ -27,7 +29,16 @@ MEMBER_ID = 0xABCD
 RAFT_TERM = 7
 
 
+def _unimplemented(rpc: str) -> errors.EtcdError:
+    return errors.EtcdError(grpc.StatusCode.UNIMPLEMENTED, f"kvstore: {rpc} is not implemented")
+
+
 class FakeKv:
+    # No watch / lease / metrics parts: those APIs are off, RPCs are not counted.
+    watch_hub = None
+    leases = None
+    metrics = None
+
     def __init__(self) -> None:
         self.data: dict[bytes, kv_pb2.KeyValue] = {}
         self.revision = 1
@@ -131,6 +142,37 @@ class FakeKv:
         return rpc_pb2.MemberListResponse(
             members=[rpc_pb2.Member(ID=MEMBER_ID, name="n1", peerURLs=["http://127.0.0.1:1"])]
         )
+
+    # ------------------------------------- features this facade does not have
+    async def member_add(self, req: Any) -> Any:
+        raise _unimplemented("Cluster/MemberAdd")
+
+    async def member_remove(self, req: Any) -> Any:
+        raise _unimplemented("Cluster/MemberRemove")
+
+    async def member_update(self, req: Any) -> Any:
+        raise _unimplemented("Cluster/MemberUpdate")
+
+    async def member_promote(self, req: Any) -> Any:
+        raise _unimplemented("Cluster/MemberPromote")
+
+    async def move_leader(self, req: Any) -> Any:
+        raise _unimplemented("Maintenance/MoveLeader")
+
+    async def alarm(self, req: Any) -> Any:
+        raise _unimplemented("Maintenance/Alarm")
+
+    async def defragment(self, req: Any) -> Any:
+        raise _unimplemented("Maintenance/Defragment")
+
+    async def hash(self, req: Any) -> Any:
+        raise _unimplemented("Maintenance/Hash")
+
+    async def hash_kv(self, req: Any) -> Any:
+        raise _unimplemented("Maintenance/HashKV")
+
+    def snapshot(self, req: Any) -> Any:
+        raise _unimplemented("Maintenance/Snapshot")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from kvstore.client import AsyncClient, Compare, Op
+from kvstore.testing.waiting import async_wait_until
 
 
 def test_lock_is_exclusive_and_fencing_token_increases(cluster, ns):
@@ -24,7 +25,12 @@ def test_lock_is_exclusive_and_fencing_token_increases(cluster, ns):
             assert (await c.get(held1.key)).kv.create_revision == held1.revision
             second = c.lock(name, ttl=10)
             waiter = asyncio.ensure_future(second.acquire())
-            await asyncio.sleep(0)  # let it enqueue its key
+
+            async def both_enqueued() -> bool:
+                return (await c.get(name + "/", prefix=True, count_only=True)).count == 2
+
+            # The second contender has enqueued its key (and waits behind ours).
+            await async_wait_until(both_enqueued, what="two lock keys")
             done, _ = await asyncio.wait({waiter}, timeout=1.0)
             assert not done, "second contender acquired a held lock"
             # A write fenced by the holder's token succeeds while it holds the lock.

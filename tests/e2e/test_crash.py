@@ -7,14 +7,10 @@ from __future__ import annotations
 import signal
 
 import pytest
+from e2e_load import WriteLoad, dump_prefix
 
-pytest.importorskip("kvstore.pb.rpc_pb2")
-pytest.importorskip("kvstore.transport")
-
-from e2e_load import WriteLoad, dump_prefix  # noqa: E402
-
-from kvstore.devcluster import LocalCluster  # noqa: E402
-from kvstore.testing.waiting import wait_until  # noqa: E402
+from kvstore.devcluster import LocalCluster
+from kvstore.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-pytest.importorskip("kvstore.pb.rpc_pb2")
-
-from kvstore.devcluster import LocalCluster  # noqa: E402
-from kvstore.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from kvstore.testing.waiting import wait_until  # noqa: E402
+from kvstore.devcluster import LocalCluster
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.testing.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -19,16 +19,12 @@ from typing import Any
 
 import grpc
 import pytest
+from e2e_load import WriteLoad, dump_prefix, hash_kv
 
-pytest.importorskip("kvstore.pb.rpc_pb2")
-pytest.importorskip("kvstore.transport")
-
-from e2e_load import WriteLoad, dump_prefix, hash_kv  # noqa: E402
-
-from kvstore import errors  # noqa: E402
-from kvstore.devcluster import LocalCluster  # noqa: E402
-from kvstore.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from kvstore.testing.waiting import free_port, wait_until  # noqa: E402
+from kvstore import errors
+from kvstore.devcluster import LocalCluster
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.testing.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
 from kvstore.devcluster import child_env
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.testing.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -108,8 +111,11 @@ def test_corrupt_database_is_refused_with_the_dir_named(tmp_path: Path) -> None:
     assert snapshot_tree(tmp_path / "data") == before
 
 
-def start_and_stop(tmp_path: Path, args: list[str]) -> None:
-    """Run a node until its ready line, then SIGTERM it; it must exit 0."""
+def start_and_stop(
+    tmp_path: Path, args: list[str], while_running: Callable[[], object] | None = None
+) -> object:
+    """Run a node until its ready line, call `while_running()`, then SIGTERM
+    it; it must exit 0. Returns what `while_running` returned."""
     proc = subprocess.Popen(
         [*CMD, *args],
         stdout=subprocess.PIPE,
@@ -121,8 +127,10 @@ def start_and_stop(tmp_path: Path, args: list[str]) -> None:
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert "ready to serve client requests" in line, proc.stderr.read() if proc.stderr else ""
+        seen = while_running() if while_running is not None else None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        return seen
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -148,10 +156,34 @@ def test_client_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert_one_line_error(proc, f"127.0.0.1:{port}")
 
 
+def _client_address(args: list[str]) -> str:
+    return args[args.index("--listen-client-urls") + 1].split("://", 1)[1]
+
+
 def test_sigterm_is_a_graceful_exit_and_restart_keeps_identity(tmp_path: Path) -> None:
     args = node_args(tmp_path)
-    start_and_stop(tmp_path, args)
-    start_and_stop(tmp_path, args)  # same dir, same flags: recovers
+    address = _client_address(args)
+
+    def identity(put: bool) -> tuple[int, int, list[bytes]]:
+        """(member id, cluster id, values of key "k") as the running node answers."""
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            kv = rpc_pb2_grpc.KVStub(channel)
+            if put:
+                kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"before restart"), timeout=30)
+            got = kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=30)
+            status = rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                rpc_pb2.StatusRequest(), timeout=30
+            )
+        return status.header.member_id, status.header.cluster_id, [x.value for x in got.kvs]
+
+    first = start_and_stop(tmp_path, args, lambda: identity(put=True))
+    # Same dir, same flags: recovers as the same member of the same cluster,
+    # with its data.
+    again = start_and_stop(tmp_path, args, lambda: identity(put=False))
+    assert isinstance(first, tuple) and first[0] != 0 and first[1] != 0
+    assert first == again
+    assert again[2] == [b"before restart"]
 
 
 def test_ready_line_then_health_over_http(tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from kvstore import errors
-from kvstore.lease import FakeClock, LeaderInfo, LeaderLeases, LeaseService, Lessor
+from kvstore.lease import FakeClock, LeaderLeases, LeaseService, Lessor
 from kvstore.mvcc import MvccStore
 from kvstore.pb import rpc_pb2
+from kvstore.server.applier import apply_handlers
 from kvstore.storage.backend import Backend
+from tests.watch.local_node import no_leader_forwarding
 
 
 class Member:
@@ -27,7 +29,7 @@ class Member:
         self.backend = Backend.open(self.path)
         self.lessor = Lessor()
         self.store = MvccStore(self.backend, self.lessor)
-        self.lessor.load(self.backend, self.store.leased_keys())
+        self.lessor.recover(self.backend, self.store.leased_keys())
         self.leader = LeaderLeases(
             self.lessor, self.cluster.clock, checkpoint_interval_s=2.0,
             first_checkpoint_delay_s=0.5,
@@ -39,7 +41,8 @@ class Member:
             header=lambda revision=None: rpc_pb2.ResponseHeader(
                 revision=self.store.current_revision if revision is None else revision
             ),
-            leader_info=LeaderInfo(lambda: self.cluster.leader is self, lambda: []),
+            is_leader=lambda: self.cluster.leader is self,
+            forwarder=no_leader_forwarding(),
             member_id=len(self.cluster.members) + 1,
             min_ttl_s=2,
         )
@@ -50,13 +53,7 @@ class Member:
         self.open()
 
     def apply(self, kind: str, req: Any) -> Any:
-        handlers = {
-            "lease_grant": self.lessor.apply_grant,
-            "lease_revoke": self.lessor.apply_revoke,
-            "lease_checkpoint": self.lessor.apply_checkpoint,
-            "put": lambda b, r: b.put(r),
-            "txn": lambda b, r: b.txn(r),
-        }
+        handlers = apply_handlers(lessor=self.lessor)  # the node's own table
         batch = self.store.begin_batch()
         try:
             out = handlers[kind](batch, req)

@@ -4,31 +4,62 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from kvstore import errors
-from kvstore.lease import LeaderInfo, LeaderLeases, LeaseService, Lessor
+from kvstore.lease import LeaderLeases, LeaseService, Lessor
 from kvstore.lease.clock import FakeClock
 from kvstore.pb import rpc_pb2
+from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
+from kvstore.transport.peer_client import PeerChannels, PeerClient
 from tests.watch.local_node import LocalKv, serving
 
+LEADER_ID = 1
 
-def follower_service(target: list[str]) -> LeaseService:
-    lessor = Lessor()
 
-    async def no_propose(kind: str, req: object) -> None:
-        raise errors.NO_LEADER()
+class Follower:
+    """A follower's lease service whose leader (member 1) serves at `target`."""
 
-    return LeaseService(
-        lessor,
-        LeaderLeases(lessor, FakeClock()),
-        propose=no_propose,
-        header=lambda revision=None: rpc_pb2.ResponseHeader(member_id=2),
-        leader_info=LeaderInfo(lambda: False, lambda: list(target)),
-        member_id=2,
-        min_ttl_s=2,
-    )
+    def __init__(self, target: list[str]) -> None:
+        lessor = Lessor()
+
+        async def no_propose(kind: str, req: object) -> None:
+            raise errors.NO_LEADER()
+
+        self.channels = PeerChannels(credentials=None)
+        members = {LEADER_ID: SimpleNamespace(client_urls=list(target))}
+        self.forwarder = LeaderForwarder(
+            PeerClient(self.channels), LeaderResolver(lambda: LEADER_ID, members)
+        )
+        self.service = LeaseService(
+            lessor,
+            LeaderLeases(lessor, FakeClock()),
+            propose=no_propose,
+            header=lambda revision=None: rpc_pb2.ResponseHeader(member_id=2),
+            is_leader=lambda: False,
+            forwarder=LeaseForwarding(self.forwarder),
+            member_id=2,
+            min_ttl_s=2,
+        )
+
+    async def keepalive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
+        return await self.service.keepalive(lease_id)
+
+    async def time_to_live(
+        self, req: rpc_pb2.LeaseTimeToLiveRequest
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        return await self.service.time_to_live(req)
+
+    async def stop(self) -> None:
+        await self.service.stop()
+        await self.forwarder.close()
+        await self.channels.close()
+
+
+def follower_service(target: list[str]) -> Follower:
+    return Follower(target)
 
 
 def test_pipelined_keepalives_and_ttl_are_answered_by_the_leader(tmp_path: Path) -> None:

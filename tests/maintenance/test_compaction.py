@@ -12,6 +12,7 @@ from kvstore.maintenance.compaction import (
     CompactionConfigError,
     parse_retention,
 )
+from kvstore.testing.waiting import async_wait_until
 
 
 def test_parse_retention() -> None:
@@ -65,13 +66,19 @@ def test_run_compacts_only_while_leader() -> None:
         async def compact(r: int) -> None:
             done.append(r)
 
-        task = asyncio.create_task(c.run(compact, lambda: leader[0], lambda: now[0], tick_s=0))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        asked: list[bool] = []
+
+        def is_leader() -> bool:
+            asked.append(leader[0])
+            return leader[0]
+
+        task = asyncio.create_task(c.run(compact, is_leader, lambda: now[0], tick_s=0))
+        # Many polls as a follower (each asks is_leader) ...
+        await async_wait_until(lambda: len(asked) >= 20, interval=0.001, what="20 polls")
         assert done == []  # follower: never compacts
         leader[0] = True
-        for _ in range(50):
-            await asyncio.sleep(0)
+        # ... then it compacts once it leads.
+        await async_wait_until(lambda: done, interval=0.001, what="a compaction as leader")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

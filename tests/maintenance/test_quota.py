@@ -9,10 +9,10 @@ from kvstore.maintenance.quota import (
     NOSPACE,
     AlarmTable,
     QuotaGuard,
-    capped,
     effective_quota,
 )
 from kvstore.pb import rpc_pb2
+from kvstore.server.applier import apply_handlers
 
 A = rpc_pb2.AlarmRequest
 
@@ -43,16 +43,27 @@ def test_activate_get_deactivate_persist(member) -> None:
     assert not _apply(member, table, A(action=A.DEACTIVATE, memberID=7, alarm=1)).alarms
 
 
+def _gated(kind: str, table: AlarmTable):
+    """The apply pipeline for one kind: the NOSPACE stage, then the handler."""
+    handler = apply_handlers()[kind]
+
+    def run(batch, req):
+        table.admit(kind, req)
+        return handler(batch, req)
+
+    return run
+
+
 def test_capped_handlers_refuse_writes_but_not_deletes(member) -> None:
     table = AlarmTable()
-    put = capped("put", lambda b, r: b.put(r), table)
-    txn = capped("txn", lambda b, r: b.txn(r), table)
-    delete = capped("delete_range", lambda b, r: b.delete_range(r), table)
+    put = _gated("put", table)
+    txn = _gated("txn", table)
+    delete = _gated("delete_range", table)
     batch = member.store.begin_batch()
     put(batch, rpc_pb2.PutRequest(key=b"a", value=b"1"))
     put(batch, rpc_pb2.PutRequest(key=b"d", value=b"4"))
     batch.commit(sync=False)
-    table._alarms.add((1, NOSPACE))
+    _apply(member, table, A(action=A.ACTIVATE, memberID=1, alarm=rpc_pb2.NOSPACE))
     batch = member.store.begin_batch()
     with pytest.raises(errors.EtcdError) as exc:
         put(batch, rpc_pb2.PutRequest(key=b"b", value=b"2"))

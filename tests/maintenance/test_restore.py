@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from kvstore.maintenance.backup import write_backup
-from kvstore.maintenance.restore import RestoreError, restore_data_dir
 from kvstore.pb import rpc_pb2
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import open_data_dir
+from kvstore.server.restore import RestoreError, restore_data_dir
 
 PEER = "http://127.0.0.1:23999"
 

@@ -21,12 +21,13 @@ import pytest
 import rocksdict
 
 from kvstore.maintenance.backup import BackupError, write_backup
-from kvstore.maintenance.snapshot_transfer import FILE_PREFIX, SnapshotInstaller
+from kvstore.maintenance.snapshot_install import SnapshotInstaller
 from kvstore.mvcc import MvccStore
 from kvstore.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from kvstore.storage import backend as backend_mod
 from kvstore.storage.backend import Backend, StagedState
 from kvstore.storage.raft_log import RocksLogStorage
+from kvstore.storage.snapshot_spool import FILE_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBERS = json.dumps({"members": [{"id": 1}, {"id": 2}], "removed": []}).encode()
@@ -233,7 +234,8 @@ def test_failed_switch_write_refuses_more_installs_until_reopen(
 _CHILD = r"""
 import os, sys
 from kvstore.storage import backend as bmod
-from kvstore.maintenance.snapshot_transfer import FILE_PREFIX, SnapshotInstaller
+from kvstore.maintenance.snapshot_install import SnapshotInstaller
+from kvstore.storage.snapshot_spool import FILE_PREFIX
 from kvstore.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 
 db, snap_file, step = sys.argv[1:4]
@@ -388,7 +390,7 @@ def test_crash_then_restart_through_the_data_dir(member, tmp_path, step: str, ex
 
 
 def test_prepared_install_only_switches(member, other, tmp_path, monkeypatch) -> None:
-    from kvstore.maintenance import snapshot_transfer
+    from kvstore.maintenance import snapshot_install
 
     snap_file = _leader_file(member, tmp_path / "spool", n=2000)
     _old_follower(other)
@@ -402,7 +404,7 @@ def test_prepared_install_only_switches(member, other, tmp_path, monkeypatch) ->
     def no_reading(*args, **kwargs):
         raise AssertionError("install re-read a prepared file")
 
-    monkeypatch.setattr(snapshot_transfer, "read_records", no_reading)
+    monkeypatch.setattr(snapshot_install, "read_records", no_reading)
     installer.install(_snapshot(snap_file), NEW_HS, OLD_HS)
     assert installer.prepared_installs == 1
     assert installer.last_batches > 10  # built in bounded batches by the worker
@@ -467,10 +469,11 @@ def test_stop_drops_prepared_state_and_bad_files_are_not_prepared(member, other,
 
 
 def test_receiver_prepares_before_raft_sees_the_message(member, tmp_path) -> None:
-    from kvstore.maintenance.snapshot_transfer import SnapshotReceiver
+    from kvstore.maintenance.backup import verify_file
     from kvstore.pb import raftpb_pb2
     from kvstore.raft.types import Message, MessageType
     from kvstore.transport import codec
+    from kvstore.transport.snapshot_recv import SnapshotReceiver
 
     snap_file = _leader_file(member, tmp_path / "leader", n=200)
     events: list[tuple[str, object]] = []
@@ -482,6 +485,7 @@ def test_receiver_prepares_before_raft_sees_the_message(member, tmp_path) -> Non
         tmp_path / "spool",
         cluster_id=7,
         deliver=lambda msgs: events.append(("deliver", msgs[0].snapshot.data)),
+        verify=verify_file,
         prepare=prepare,
     )
     md = SnapshotMetadata(INDEX, TERM, ConfState((1, 2)))

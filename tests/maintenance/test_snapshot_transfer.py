@@ -10,13 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kvstore.maintenance.backup import write_backup
-from kvstore.maintenance.snapshot_transfer import (
-    FILE_PREFIX,
+from kvstore.maintenance.backup import verify_file, write_backup
+from kvstore.maintenance.snapshot_install import (
+    BackupSnapshotSource,
     SnapshotInstaller,
-    SnapshotReceiver,
-    SnapshotSender,
-    clean_spool,
     conf_state_from_members,
 )
 from kvstore.pb import raftpb_pb2_grpc
@@ -30,7 +27,11 @@ from kvstore.raft.types import (
     SnapshotMetadata,
 )
 from kvstore.storage.raft_log import RocksLogStorage
+from kvstore.storage.snapshot_spool import FILE_PREFIX, clean_spool
 from kvstore.testing.waiting import async_wait_until
+from kvstore.transport.peer_client import PeerChannels
+from kvstore.transport.snapshot_recv import SnapshotReceiver
+from kvstore.transport.snapshot_send import SnapshotSender
 
 CLUSTER = 0xC1
 MEMBERS = json.dumps(
@@ -61,14 +62,17 @@ class _Peer(raftpb_pb2_grpc.RaftPeerServicer):
 async def _transfer(leader, spool: Path, *, cluster: int = CLUSTER) -> tuple[list, list, object]:
     delivered: list[Message] = []
     reports: list[tuple[int, bool]] = []
-    receiver = SnapshotReceiver(spool / "recv", cluster_id=CLUSTER, deliver=delivered.extend)
+    receiver = SnapshotReceiver(
+        spool / "recv", cluster_id=CLUSTER, deliver=delivered.extend, verify=verify_file
+    )
     server = grpc.aio.server()
     raftpb_pb2_grpc.add_RaftPeerServicer_to_server(_Peer(receiver), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         sender = SnapshotSender(
-            leader.backend,
+            PeerChannels(credentials=None),
+            BackupSnapshotSource(leader.backend),
             spool / "send",
             cluster_id=cluster,
             self_id=1,
@@ -167,7 +171,7 @@ def test_clean_spool_removes_leftovers(tmp_path: Path) -> None:
 def test_thread_work_drain_waits_for_running_threads() -> None:
     import threading
 
-    from kvstore.maintenance.snapshot_transfer import ThreadWork
+    from kvstore.maintenance.snapshot_install import ThreadWork
 
     async def scenario() -> bool:
         gate = threading.Event()

@@ -309,8 +309,8 @@ class RecordingLeases:
 
 def test_lease_hooks(harness: StoreHarness) -> None:
     hooks = RecordingLeases({7, 8})
-    store = harness.store
-    store.lease_hooks = hooks
+    # Lease hooks are a constructor argument (reopen() keeps them).
+    store = harness.store = MvccStore(harness.backend, hooks)
     put(store, b"k", lease=7)
     put(store, b"k", b"w", ignore_lease=True)  # keeps 7: no calls
     put(store, b"k", lease=8)

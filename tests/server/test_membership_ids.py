@@ -126,9 +126,8 @@ def test_a_peer_lagging_behind_member_add_is_asked_again(monkeypatch, tmp_path: 
     async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
         return 0xABC, 11, next(answers)
 
-    monkeypatch.setattr(join, "fetch_one", fake_fetch)
     monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
-    info = asyncio.run(join.fetch_join_info(joiner(tmp_path, TWO_PEERS)))
+    info = asyncio.run(join.fetch_join_info(joiner(tmp_path, TWO_PEERS), fake_fetch))
     assert (info.member_id, info.cluster_id) == (99, 0xABC)
 
 
@@ -138,15 +137,15 @@ def test_a_member_never_added_fails_after_the_grace(monkeypatch, tmp_path: Path)
     async def fake_fetch(url: str) -> tuple[int, int, MemberTable]:
         return 0xABC, 11, MemberTable([Member(11, "a", ["http://127.0.0.1:1"])])
 
-    monkeypatch.setattr(join, "fetch_one", fake_fetch)
     monkeypatch.setattr(join, "FETCH_RETRY_S", 0.001)
     monkeypatch.setattr(join, "NOT_LISTED_GRACE_S", 0.05)
     with pytest.raises(StartupError, match="add it first"):
-        asyncio.run(asyncio.wait_for(join.fetch_join_info(joiner(tmp_path, TWO_PEERS)), 10))
+        asyncio.run(
+            asyncio.wait_for(join.fetch_join_info(joiner(tmp_path, TWO_PEERS), fake_fetch), 10)
+        )
 
 
 def test_joined_data_dir_keeps_the_fetched_ids_across_restarts(tmp_path: Path) -> None:
-    pytest.importorskip("kvstore.storage.raft_log")
     cfg = joiner(tmp_path, "a=http://127.0.0.1:1")
     with pytest.raises(DataDirError, match="fetched"):
         open_data_dir(cfg)  # a first join needs the member list
@@ -175,8 +174,7 @@ def test_remove_and_readd_same_urls_gets_a_new_id_and_joiners_find_the_cluster(
     """3 members; add a voter, join, remove it, add the same URLs again (new id),
     join again from a wiped dir, then add and join a second newcomer: every
     joiner ends in the same cluster id, with the id MemberAdd gave it."""
-    pytest.importorskip("kvstore.transport")
-    from test_node_cluster import InProcessCluster, put  # type: ignore[import-not-found]
+    from node_harness import InProcessCluster, member_config, put
 
     from kvstore.pb import rpc_pb2
     from kvstore.server.runtime import KvNode
@@ -186,20 +184,10 @@ def test_remove_and_readd_same_urls_gets_a_new_id_and_joiners_find_the_cluster(
         server, port = url_port
         url = f"http://127.0.0.1:{port}"
         # The bootstrap members are enough to fetch the member list from.
-        initial = ",".join(f"n{j}=http://127.0.0.1:{p}" for j, p in enumerate(c.ports))
-        initial += f",{name}={url}"
-        cfg = NodeConfig(
-            name=name,
-            data_dir=str(tmp_path / name),
-            listen_client_urls=("http://127.0.0.1:0",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=initial,
+        cfg = member_config(
+            tmp_path / name, name, port, f"{c.initial_cluster},{name}={url}",
             initial_cluster_state="existing",
-            initial_cluster_token="in-process",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-        ).validate()
+        )  # fmt: skip
         node = KvNode(cfg, peer_server=server)
         await node.start()
         return node

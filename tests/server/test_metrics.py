@@ -5,28 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
+from node_harness import member_config, peer_server
 from prometheus_client.parser import text_string_to_metric_families
+from server_fakes import DictStore, SavingMemoryLog
 
 from kvstore import errors
+from kvstore.api import add_servicers
 from kvstore.api.errors import grpc_errors
-from kvstore.server.metrics import GrpcStats, NodeMetrics, RpcCounter, counting
-
-pytest.importorskip("kvstore.transport")
-pytest.importorskip("kvstore.storage.raft_log")
-
-from kvstore.api import add_servicers  # noqa: E402
-from kvstore.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from kvstore.server.config import NodeConfig  # noqa: E402
-from kvstore.server.http import MetricsServer  # noqa: E402
-from kvstore.server.runtime import KvNode  # noqa: E402
-from kvstore.testing.waiting import async_wait_until  # noqa: E402
-from kvstore.transport import SERVER_OPTIONS  # noqa: E402
+from kvstore.pb import rpc_pb2, rpc_pb2_grpc
+from kvstore.raft.core import RaftConfig, RaftCore
+from kvstore.raft.types import Entry, EntryType, Message
+from kvstore.server.applier import Applier
+from kvstore.server.http import MetricsServer
+from kvstore.server.membership import MemberTable
+from kvstore.server.metrics import NodeMetrics
+from kvstore.server.node import NodeDriver
+from kvstore.server.rpc_stats import GrpcStats, RpcCounter, counted
+from kvstore.server.runtime import KvNode
+from kvstore.testing.waiting import async_wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -72,28 +75,18 @@ class OneNode:
         self.channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
-        peer = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
-        peer_port = peer.add_insecure_port("127.0.0.1:0")
+        peer, peer_port = peer_server()
         self.client = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         client_port = self.client.add_insecure_port("127.0.0.1:0")
-        url = f"http://127.0.0.1:{peer_port}"
-        cfg = NodeConfig(
-            name="m0",
-            data_dir=str(self.base / "m0"),
-            listen_client_urls=(f"http://127.0.0.1:{client_port}",),
-            advertise_client_urls=(f"http://127.0.0.1:{client_port}",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=f"m0={url}",
-            initial_cluster_token="metrics-test",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-        ).validate()
+        cfg = member_config(
+            self.base / "m0", "m0", peer_port, f"m0=http://127.0.0.1:{peer_port}",
+            client_port=client_port, initial_cluster_token="metrics-test",
+        )  # fmt: skip
         self.node = KvNode(cfg, peer_server=peer)
         await self.node.start()
         add_servicers(self.client, self.node.kv)
         await self.client.start()
-        self.http = MetricsServer(self.node)
+        self.http = MetricsServer(self.node, self.node.metrics)
         await self.http.start(["http://127.0.0.1:0"])
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{client_port}")
         kv = self.node.kv
@@ -257,8 +250,8 @@ def test_health_needs_a_quorum_read() -> None:
         async def fine() -> None:
             return None
 
-        kv = SimpleNamespace(has_leader=True, read_barrier=fine)
-        server = MetricsServer(SimpleNamespace(kv=kv, driver=None))
+        kv = SimpleNamespace(has_leader=True, read_barrier=fine, maintenance=None)
+        server = MetricsServer(SimpleNamespace(kv=kv, driver=None, watch_hub=None, lessor=None))
         assert await server.healthy()
         kv.read_barrier = no_leader
         assert not await server.healthy()
@@ -340,17 +333,30 @@ def test_uninstrumented_servicer_is_not_counted_and_still_maps_errors() -> None:
 def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
     import inspect
 
-    async def main() -> None:
-        counter = RpcCounter("s", "Stream", "server_stream")
+    class Streams:
+        """A servicer whose stream and unary methods count themselves."""
 
-        async def stream(request: Any, context: Any) -> Any:
+        @counted
+        async def Stream(self, request: Any, context: Any) -> Any:  # noqa: N802
             for i in range(request):
                 yield i
             if request == 2:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "gone")
 
-        wrapped = counting(stream, counter)
-        assert inspect.isasyncgenfunction(wrapped)
+        @counted
+        async def Check(self, request: Any, context: Any) -> int:  # noqa: N802
+            return request
+
+    async def main() -> None:
+        counter = RpcCounter("s", "Stream", "server_stream")
+        unary_counter = RpcCounter("s", "Check", "unary")
+        servicer = Streams()
+        # What GrpcStats.instrument gives a servicer: its counters.
+        servicer._kvstore_rpc_Stream = counter  # type: ignore[attr-defined]
+        servicer._kvstore_rpc_Check = unary_counter  # type: ignore[attr-defined]
+
+        wrapped = servicer.Stream
+        assert inspect.isasyncgenfunction(Streams.Stream)
         assert [i async for i in wrapped(3, FakeContext())] == [0, 1, 2]
         with pytest.raises(grpc.aio.AbortError):
             [i async for i in wrapped(2, FakeContext())]
@@ -360,39 +366,40 @@ def test_counting_wrapper_keeps_stream_kind_and_counts_final_code() -> None:
         assert (counter.started, counter.ok) == (3, 1)
         assert counter.codes == {grpc.StatusCode.NOT_FOUND: 1, grpc.StatusCode.CANCELLED: 1}
 
-        unary_counter = RpcCounter("s", "Check", "unary")
-
-        async def check(request: Any, context: Any) -> int:
-            return request
-
-        wrapped_unary = counting(check, unary_counter)
-        assert inspect.iscoroutinefunction(wrapped_unary)
+        wrapped_unary = servicer.Check
+        assert inspect.iscoroutinefunction(Streams.Check)
         assert await wrapped_unary(4, FakeContext()) == 4
         assert (unary_counter.started, unary_counter.ok) == (1, 1)
 
         def unimplemented_stub(request: Any, context: Any) -> None:
             raise NotImplementedError
 
-        assert counting(unimplemented_stub, unary_counter) is unimplemented_stub
+        assert counted(unimplemented_stub) is unimplemented_stub
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
-def test_timing_wrappers_observe_only_writes() -> None:
-    metrics = NodeMetrics(SimpleNamespace(driver=None, kv=None))
+class _NoNetwork:
+    def send(self, messages: list[Message]) -> None:
+        pass
+
+
+def test_timing_observers_observe_only_writes() -> None:
+    metrics = NodeMetrics(SimpleNamespace(driver=None, kv=None, watch_hub=None, lessor=None))
     saved: list[bool] = []
-    storage = SimpleNamespace(save=lambda hs, ents, snap, sync=True: saved.append(sync))
-    metrics.instrument_storage(storage)
-    storage.save(None, [1], None, True)
-    storage.save(None, [], None, False)
+    storage = SavingMemoryLog()
+    storage.save = lambda hs, ents, snap, sync=True: saved.append(sync)  # type: ignore[method-assign]
+    core = RaftCore(RaftConfig(id=1), storage, random.Random(1))
+    driver = NodeDriver(
+        core, storage, Applier(DictStore(), MemberTable()), _NoNetwork(),
+        member_id=1, tick_interval_s=1, election_timeout_s=10, observer=metrics,
+    )  # fmt: skip
+    driver._save(None, [1], None, True)  # the driver's Raft-log write (writer thread)
+    driver._save(None, [], None, False)
     assert saved == [True, False]
 
-    applier = SimpleNamespace(
-        stage=lambda entries: SimpleNamespace(batch=object() if entries else None),
-        commit=lambda result: "written",
-    )
-    metrics.instrument_applier(applier)
-    applier.commit(applier.stage([1]))
+    applier = Applier(DictStore(), MemberTable(), observer=metrics)
+    applier.commit(applier.stage([Entry(1, 1, EntryType.NORMAL, b"")]))
     applier.commit(applier.stage([]))
     samples = parse(metrics.scrape().decode())
     assert value(samples, "etcd_disk_wal_fsync_duration_seconds_count") == 1

@@ -4,140 +4,16 @@ linearizable follower reads, member publishing and restart from disk."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
+from node_harness import InProcessCluster, get, member_config, peer_server, put, run
 
-pytest.importorskip("kvstore.transport")
-pytest.importorskip("kvstore.storage.raft_log")
-pytest.importorskip("kvstore.mvcc")
-
-from kvstore.api import add_servicers  # noqa: E402
-from kvstore.pb import rpc_pb2  # noqa: E402
-from kvstore.server.config import NodeConfig  # noqa: E402
-from kvstore.server.runtime import KvNode  # noqa: E402
-from kvstore.testing.waiting import async_wait_until  # noqa: E402
-from kvstore.transport import SERVER_OPTIONS  # noqa: E402
+from kvstore.pb import rpc_pb2
+from kvstore.server.runtime import KvNode
+from kvstore.testing.waiting import async_wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class InProcessCluster:
-    def __init__(self, base: Path, size: int = 3) -> None:
-        self.base = base
-        self.size = size
-        self.ports: list[int] = []
-        self.client_ports: list[int] = []
-        self.client_servers: list[grpc.aio.Server | None] = [None] * size
-        self.nodes: list[KvNode | None] = [None] * size
-
-    def _config(self, i: int) -> NodeConfig:
-        initial = ",".join(f"n{j}=http://127.0.0.1:{p}" for j, p in enumerate(self.ports))
-        url = f"http://127.0.0.1:{self.ports[i]}"
-        return NodeConfig(
-            name=f"n{i}",
-            data_dir=str(self.base / f"n{i}"),
-            listen_client_urls=(f"http://127.0.0.1:{self.client_ports[i]}",),
-            advertise_client_urls=(f"http://127.0.0.1:{self.client_ports[i]}",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=initial,
-            initial_cluster_token="in-process",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-            # Small, so the tests also run log compaction and restart from a
-            # compacted log (a restarted member stays within this margin).
-            snapshot_count=15,
-        ).validate()
-
-    def _server(self, port: int = 0) -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)])
-        return server, server.add_insecure_port(f"127.0.0.1:{port}")
-
-    async def start(self) -> None:
-        servers = []
-        for _ in range(self.size):
-            server, port = self._server()
-            servers.append(server)
-            self.ports.append(port)
-            client, client_port = self._server()
-            self.client_servers[len(self.client_ports)] = client
-            self.client_ports.append(client_port)
-        for i in range(self.size):
-            await self._start_node(i, servers[i])
-
-    async def _start_node(self, i: int, peer_server: grpc.aio.Server) -> None:
-        """Start member i, with the etcd API servicers on its client server."""
-        node = KvNode(self._config(i), peer_server=peer_server)
-        await node.start()
-        self.nodes[i] = node
-        client = self.client_servers[i]
-        if client is None:
-            client, _ = self._server(self.client_ports[i])
-            self.client_servers[i] = client
-        add_servicers(client, node.kv)
-        await client.start()
-
-    async def restart(self, i: int) -> None:
-        await self.stop_node(i)
-        server, _ = self._server(self.ports[i])
-        await self._start_node(i, server)
-
-    async def stop_node(self, i: int) -> None:
-        client = self.client_servers[i]
-        if client is not None:
-            await client.stop(grace=0.5)
-            self.client_servers[i] = None
-        node = self.nodes[i]
-        if node is not None:
-            await node.stop()
-            self.nodes[i] = None
-
-    async def stop(self) -> None:
-        for i in range(self.size):
-            await self.stop_node(i)
-
-    def kv(self, i: int) -> Any:
-        node = self.nodes[i]
-        assert node is not None and node.kv is not None
-        return node.kv
-
-    async def leader(self, exclude: tuple[int, ...] = ()) -> int:
-        def agreed() -> tuple[int] | None:
-            live = [i for i, n in enumerate(self.nodes) if n is not None and i not in exclude]
-            leaders = {self.kv(i).driver.leader_id for i in live}
-            if len(leaders) != 1 or 0 in leaders:
-                return None
-            (lid,) = leaders
-            idx = [i for i in live if self.kv(i).member_id == lid]
-            return (idx[0],) if idx else None
-
-        (idx,) = await async_wait_until(agreed, timeout=20, what="agreed leader")
-        return idx
-
-
-def run(tmp_path: Path, body: Callable[[InProcessCluster], Awaitable[None]]) -> None:
-    async def main() -> None:
-        cluster = InProcessCluster(tmp_path)
-        try:
-            await cluster.start()
-            await body(cluster)
-        finally:
-            await cluster.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 90))
-
-
-def put(key: bytes, value: bytes) -> Any:
-    return rpc_pb2.PutRequest(key=key, value=value)
-
-
-def get(key: bytes, **kw: Any) -> Any:
-    return rpc_pb2.RangeRequest(key=key, **kw)
 
 
 def test_put_get_txn_through_any_member(tmp_path: Path) -> None:
@@ -277,26 +153,17 @@ def test_a_new_member_joins_with_initial_cluster_state_existing(tmp_path: Path) 
     async def body(c: InProcessCluster) -> None:
         leader = await c.leader()
         await c.kv(leader).put(put(b"before", b"1"))
-        peer_server, peer_port = c._server()
+        peer, peer_port = peer_server()
         url = f"http://127.0.0.1:{peer_port}"
         added = await c.kv(leader).member_add(rpc_pb2.MemberAddRequest(peerURLs=[url]))
-        initial = ",".join(f"n{j}=http://127.0.0.1:{p}" for j, p in enumerate(c.ports))
-        cfg = NodeConfig(
-            name="n3",
-            data_dir=str(tmp_path / "n3"),
-            listen_client_urls=("http://127.0.0.1:0",),
-            listen_peer_urls=(url,),
-            initial_advertise_peer_urls=(url,),
-            initial_cluster=f"{initial},n3={url}",
+        cfg = member_config(
+            tmp_path / "n3", "n3", peer_port, f"{c.initial_cluster},n3={url}",
             initial_cluster_state="existing",
-            initial_cluster_token="in-process",
-            heartbeat_interval_ms=50,
-            election_timeout_ms=500,
-        ).validate()
+        )  # fmt: skip
         # The ids cannot come from the flags (MemberAdd salts the member id):
         # the newcomer fetches them from the members listed in --initial-cluster.
         assert cfg.cluster_id == 0
-        node = KvNode(cfg, peer_server=peer_server)
+        node = KvNode(cfg, peer_server=peer)
         await node.start()
         try:
             kv = node.kv

@@ -15,19 +15,16 @@ import pytest
 from server_fakes import DictStore, LoopbackNetwork, SavingMemoryLog
 
 from kvstore import errors
+from kvstore.pb import internal_pb2, rpc_pb2
+from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Entry, EntryType
-from kvstore.server.applier import APPLIED_INDEX_KEY, Applier, decode_u64
+from kvstore.server.applier import APPLIED_INDEX_KEY, Applier
 from kvstore.server.datadir import bootstrap_log
 from kvstore.server.kv_server import KvServer, txn_is_read_only
 from kvstore.server.membership import Member, MemberTable
 from kvstore.server.node import NodeDriver
+from kvstore.storage.codec import decode_u64
 from kvstore.testing.waiting import async_wait_until
-
-pytest.importorskip("kvstore.raft.core")
-pytest.importorskip("kvstore.pb.internal_pb2")
-
-from kvstore.pb import internal_pb2, rpc_pb2  # noqa: E402
-from kvstore.raft.core import RaftConfig, RaftCore  # noqa: E402
 
 TICK_S = 0.01
 
@@ -199,7 +196,11 @@ def test_stop_fails_pending_requests_with_stopped() -> None:
         await h.leader()
         h.net.down.update(h.ids)  # nothing can commit any more
         fut = asyncio.ensure_future(h.kvs[1].put(put(b"p", b"1")))
-        await asyncio.sleep(0)
+        d = h.drivers[1]
+        await async_wait_until(
+            lambda: len(d.waiters) == 1 or d.leader_id == 0, interval=0.001,
+            what="the put pending in the driver (or waiting for a leader)",
+        )  # fmt: skip
         await h.drivers[1].stop()
         with pytest.raises(errors.EtcdError) as info:
             await fut
@@ -371,7 +372,10 @@ def test_too_many_pending_proposals_are_refused(monkeypatch: pytest.MonkeyPatch)
         pending = [
             asyncio.ensure_future(h.kvs[leader].put(put(b"p%d" % i, b"v"))) for i in range(6)
         ]
-        await asyncio.sleep(0)
+        await async_wait_until(
+            lambda: len(h.drivers[leader].waiters) == 6, interval=0.001,
+            what="six proposals pending",
+        )  # fmt: skip
         with pytest.raises(errors.EtcdError) as info:
             await h.kvs[leader].put(put(b"one-too-many", b"v"))
         assert info.value == errors.TOO_MANY_REQUESTS()

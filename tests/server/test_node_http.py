@@ -15,11 +15,15 @@ def fake_node(leader_id: int) -> SimpleNamespace:
         leader_id=leader_id, term=3, commit_index=10, applied_index=9,
         waiters=[], stats=DriverStats(proposals_committed=5),
     )  # fmt: skip
+    async def read_barrier() -> None:
+        return None
+
     kv = SimpleNamespace(
         has_leader=bool(leader_id), is_leader=leader_id == 1,
         status=lambda: SimpleNamespace(dbSize=4096),
+        maintenance=None, read_barrier=read_barrier,
     )  # fmt: skip
-    return SimpleNamespace(driver=driver, kv=kv)
+    return SimpleNamespace(driver=driver, kv=kv, watch_hub=None, lessor=None)
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:

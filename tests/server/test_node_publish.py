@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node_harness import InProcessCluster, run
 
-pytest.importorskip("kvstore.transport")
-pytest.importorskip("kvstore.storage.raft_log")
-
-from test_node_cluster import InProcessCluster, run  # noqa: E402
-
-from kvstore.pb import internal_pb2  # noqa: E402
-from kvstore.server.kv_server import KvServer  # noqa: E402
-from kvstore.testing.waiting import async_wait_until  # noqa: E402
+from kvstore.pb import internal_pb2
+from kvstore.server.kv_server import KvServer
+from kvstore.testing.waiting import async_wait_until
 
 pytestmark = pytest.mark.integration
 

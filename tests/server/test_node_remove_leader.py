@@ -9,14 +9,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from node_harness import InProcessCluster, put, run
 
-pytest.importorskip("kvstore.transport")
-pytest.importorskip("kvstore.storage.raft_log")
-
-from test_node_cluster import InProcessCluster, put, run  # noqa: E402
-
-from kvstore.pb import rpc_pb2  # noqa: E402
-from kvstore.raft.types import Role  # noqa: E402
+from kvstore.pb import rpc_pb2
+from kvstore.raft.types import Role
 
 pytestmark = pytest.mark.integration
 

@@ -22,6 +22,7 @@ from kvstore.storage.backend import Backend
 from kvstore.storage.raft_log import RocksLogStorage
 from kvstore.testing.waiting import async_wait_until
 from kvstore.transport import SERVER_OPTIONS, GrpcTransport
+from kvstore.transport.peer_client import PeerChannels
 
 core_mod = pytest.importorskip("kvstore.raft.core")
 
@@ -55,7 +56,11 @@ class MiniNode:
         cfg = core_mod.RaftConfig(id=self.id, election_ticks=10, heartbeat_ticks=1)
         self.core = core_mod.RaftCore(cfg, storage, random.Random(self.seed))
         self.transport = GrpcTransport(
-            self.id, 7, self.inbox.extend, on_unreachable=self.core.report_unreachable
+            self.id,
+            7,
+            self.inbox.extend,
+            channels=PeerChannels(credentials=None),
+            on_unreachable=self.core.report_unreachable,
         )
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.transport.add_to_server(self.server)

@@ -12,6 +12,7 @@ import grpc
 
 from kvstore.raft.types import Message
 from kvstore.transport import SERVER_OPTIONS, GrpcTransport
+from kvstore.transport.peer_client import PeerChannels
 
 CLUSTER = 0xC1
 
@@ -33,7 +34,12 @@ class Member:
         self.unreachable: list[int] = []
         self.removed_calls = 0
         self.transport = GrpcTransport(
-            member_id, cluster_id, self._on_messages, on_unreachable=self.unreachable.append, **kw
+            member_id,
+            cluster_id,
+            self._on_messages,
+            channels=PeerChannels(credentials=None),
+            on_unreachable=self.unreachable.append,
+            **kw,
         )
         self.transport.on_removed = self._on_removed
         self.server: grpc.aio.Server | None = None

@@ -14,11 +14,20 @@ from typing import Any
 import grpc
 
 from kvstore import errors
-from kvstore.lease import FakeClock, LeaderInfo, LeaderLeases, LeaseService, Lessor
+from kvstore.lease import FakeClock, LeaderLeases, LeaseService, Lessor
 from kvstore.mvcc import MvccStore
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+from kvstore.server.applier import apply_handlers
 from kvstore.storage.backend import Backend
+from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
+from kvstore.transport.peer_client import PeerChannels, PeerClient
 from kvstore.watch import WatchHub
+
+
+def no_leader_forwarding() -> LeaseForwarding:
+    """Forwarding of a member that knows no leader address: "no leader"."""
+    client = PeerClient(PeerChannels(credentials=None))
+    return LeaseForwarding(LeaderForwarder(client, LeaderResolver(lambda: 0, {})))
 
 
 class LocalKv:
@@ -29,10 +38,11 @@ class LocalKv:
         self.backend = Backend.open(path)
         self.lessor = Lessor()
         self.store = MvccStore(self.backend, self.lessor)
-        self.lessor.load(self.backend, self.store.leased_keys())
+        self.lessor.recover(self.backend, self.store.leased_keys())
         self.has_leader = True
         self.address = ""  # set by serving()
         self.is_leader = True
+        self.election_timeout_s = 0.0  # unknown: servicers use etcd's default checks
         self.watch_hub = WatchHub(self.store, self.header)
         self.clock = clock or FakeClock()
         self.leases = LeaseService(
@@ -40,19 +50,12 @@ class LocalKv:
             LeaderLeases(self.lessor, self.clock),
             propose=self.propose,
             header=self.header,
-            leader_info=LeaderInfo(lambda: self.is_leader, lambda: []),
+            is_leader=lambda: self.is_leader,
+            forwarder=no_leader_forwarding(),
             member_id=self.member_id,
             min_ttl_s=2,
         )
-        self._handlers = {
-            "put": lambda b, r: b.put(r),
-            "delete_range": lambda b, r: b.delete_range(r),
-            "txn": lambda b, r: b.txn(r),
-            "lease_grant": self.lessor.apply_grant,
-            "lease_revoke": self.lessor.apply_revoke,
-            "lease_checkpoint": self.lessor.apply_checkpoint,
-            "compaction": lambda b, r: b.compact(r.revision),
-        }
+        self._handlers = apply_handlers(lessor=self.lessor)  # the node's own table
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         return rpc_pb2.ResponseHeader(

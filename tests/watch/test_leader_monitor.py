@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from kvstore.api.watch import LeaderMonitor
+from kvstore.testing.waiting import async_wait_until
 
 
 def test_three_consecutive_misses_cancel_every_registered_stream() -> None:
@@ -25,15 +26,13 @@ def test_three_consecutive_misses_cancel_every_registered_stream() -> None:
         unregister_b = monitor.register(lambda: lost.append("b"))
         monitor.register(lambda: lost.append("c"))
         unregister_b()
-        for _ in range(200):  # bounded: each check is one loop iteration
-            if lost:
-                break
-            await asyncio.sleep(0)
+        await async_wait_until(lambda: lost, interval=0.001, what="streams canceled")
         assert sorted(lost) == ["a", "c"]
         assert checks == [False, False, True, False, False, False]
         assert monitor.streams == 0
-        for _ in range(5):  # nobody registered: the task ends by itself
-            await asyncio.sleep(0)
-        assert monitor._task is not None and monitor._task.done()
+        # Nobody registered: the task ends by itself.
+        task = monitor._task
+        assert task is not None
+        await async_wait_until(task.done, interval=0.001, what="the monitor task to end")
 
     asyncio.run(asyncio.wait_for(scenario(), 10))

@@ -28,6 +28,9 @@ from kvstore.maintenance.backup import (
     read_records,
     verify_file,
 )
+from kvstore.server.config import ConfigError, NodeConfig
+from kvstore.server.datadir import DB_DIRNAME, Identity
+from kvstore.storage.backend import Backend
 from kvstore.storage.fsutil import fsync_dir
 
 # Replicated meta keys that describe the SOURCE cluster's Raft state: a
@@ -59,10 +62,6 @@ def restore_data_dir(
     initial_advertise_peer_urls: tuple[str, ...],
 ) -> RestoreResult:
     """Create `data_dir` from `snapshot_file`; raises RestoreError (one line)."""
-    from kvstore.server.config import ConfigError, NodeConfig
-    from kvstore.server.datadir import DB_DIRNAME, Identity
-    from kvstore.storage.backend import Backend
-
     try:
         cfg = NodeConfig(
             name=name,

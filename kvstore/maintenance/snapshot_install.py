@@ -1,53 +1,41 @@
-"""Raft snapshot transfer: stream the leader's state to a lagging follower and
-install it there atomically.
+"""Raft snapshots, state-machine side: the state file a leader sends, and the
+atomic install of a received one on a follower.
 
-Owns three pieces, wired by `maintenance/wiring.py`:
-
-- `SnapshotSender` (leader): the transport hands it every outgoing MSG_SNAP
-  instead of putting it on the message stream. It writes a snapshot file
-  from ONE consistent backend view (backup.py), rewrites the message's
-  metadata to the view's applied index/term and membership (like etcd's
-  merged snapshot message: the Raft snapshot record only says "the log is
-  compacted", the state sent is the freshest consistent one), streams it with
-  `RaftPeer.SendSnapshot` in 1 MiB chunks and reports success/failure to Raft.
-- `SnapshotReceiver` (follower): the `SendSnapshot` handler. It spools the
-  chunks to `<data-dir>/snap/*.tmp`, verifies the SHA-256 trailer, renames the
-  file into place, has the installer stage its state in a worker thread
-  (`SnapshotInstaller.prepare`: invisible families, nothing of the live state
-  is touched), then hands the MSG_SNAP to Raft with `snapshot.data =
-  b"file:<path>"`.
+Owns:
+- `BackupSnapshotSource` (leader): the `SnapshotSource` of the transport's
+  SnapshotSender (transport/snapshot_send.py). It writes a snapshot file
+  from ONE consistent backend view (backup.py), in a worker thread, and says
+  which applied index/term and membership that file holds.
 - `SnapshotInstaller` (follower): called by the driver when Raft hands out the
   snapshot in a Ready, BEFORE the Raft write. Unless that file was staged
-  ahead, it verifies the file's checksum, then builds the MVCC data, leases
-  and replicated meta as the backend's next state generation in bounded
-  batches (never the whole state in memory); then it switches, on the loop,
-  with ONE small synced WriteBatch that also sets the applied index
+  ahead (`prepare`, awaited by the transport's SnapshotReceiver before Raft
+  sees the message), it verifies the file's checksum, then builds the MVCC
+  data, leases and replicated meta as the backend's next state generation in
+  bounded batches (never the whole state in memory); then it switches, on
+  the loop, with ONE small synced WriteBatch that also sets the applied index
   and resets the Raft log/hard state to the snapshot point; then the
-  in-memory views are reloaded. A crash before that write leaves the old state
-  (the half-built generation is dropped when the backend is opened, the
+  in-memory views are reloaded. A crash before that write leaves the old
+  state (the half-built generation is dropped when the backend is opened, the
   spooled file removed on the next start); after it, the new one — never a mix.
+- `ThreadWork`: worker-thread calls that must finish before the backend closes.
 
-Never: blocks the event loop on the file write (worker thread); sends two
-snapshots to one peer at once; installs a file whose checksum does not match;
-holds a received state in memory (at most one ~4 MiB write batch of it).
+Never: touches the network (sending and receiving are transport/'s);
+blocks the event loop on writing a file (worker thread); installs a file
+whose checksum does not match; holds a received state in memory (at most
+one ~4 MiB write batch of it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import itertools
 import json
 import logging
-import os
 import struct
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from kvstore.maintenance.backup import (
     APPLIED_INDEX_KEY,
@@ -61,7 +49,6 @@ from kvstore.maintenance.backup import (
 from kvstore.raft.types import (
     ConfState,
     HardState,
-    Message,
     Snapshot,
     SnapshotMetadata,
 )
@@ -75,13 +62,10 @@ from kvstore.storage.raft_log import (
     STATE_CF,
     encode_snapshot,
 )
+from kvstore.storage.snapshot_spool import file_of, remove_received
 
 log = logging.getLogger(__name__)
 
-SPOOL_DIRNAME = "snap"
-TRANSFER_CHUNK_BYTES = 1 << 20
-FILE_PREFIX = b"file:"
-CLUSTER_ID_METADATA = "kvstore-cluster-id"
 _KEY_END = b"\xff" * 64
 _U64 = struct.Struct(">Q")
 _U64X2 = struct.Struct(">QQ")
@@ -96,16 +80,6 @@ def conf_state_from_members(raw: bytes) -> ConfState:
     voters = sorted(int(m["id"]) for m in members if not m.get("is_learner"))
     learners = sorted(int(m["id"]) for m in members if m.get("is_learner"))
     return ConfState(tuple(voters), tuple(learners))
-
-
-def clean_spool(spool: Path) -> None:
-    """Remove files left by an interrupted transfer/install (startup)."""
-    if not spool.is_dir():
-        return
-    for entry in spool.iterdir():
-        if entry.suffix in (".tmp", ".snap"):
-            with contextlib.suppress(OSError):
-                entry.unlink()
 
 
 class ThreadWork:
@@ -129,210 +103,23 @@ class ThreadWork:
             await asyncio.wait(list(self._running), timeout=timeout)
 
 
-def _remove_spooled(spool: Path, up_to_index: int) -> None:
-    """Drop received files at or below an installed index (including ones Raft
-    rejected as stale, which nothing else would remove before a restart)."""
-    for entry in spool.glob("recv-*.snap"):
-        try:
-            index = int(entry.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if index <= up_to_index:
-            with contextlib.suppress(OSError):
-                entry.unlink()
+class BackupSnapshotSource:
+    """Leader side: the state file a SnapshotSender streams (one consistent view)."""
 
-
-class SnapshotSender:
-    """Leader side. `send(msg)` is called on the loop and never blocks or raises."""
-
-    def __init__(
-        self,
-        backend: Any,
-        spool: Path,
-        *,
-        cluster_id: int,
-        self_id: int,
-        peer_address: Callable[[int], str | None],
-        report: Callable[[int, bool], None],
-        channel_options: list[tuple[str, int]] | None = None,
-        timeout_s: float = 300.0,
-        chunk_bytes: int = TRANSFER_CHUNK_BYTES,
-    ) -> None:
+    def __init__(self, backend: Any) -> None:
         self._backend = backend
-        self._spool = spool
-        self._cluster_id = cluster_id
-        self._self_id = self_id
-        self._peer_address = peer_address
-        self._report = report
-        self._options = channel_options or []
-        self._timeout_s = timeout_s
-        self._chunk_bytes = chunk_bytes
-        self.chunks_sent = 0
-        self._inflight: dict[int, asyncio.Task[None]] = {}
         self._threads = ThreadWork()
-        self._seq = itertools.count(1)
-        self.sent = 0
-        self.failed = 0
-        self.last_bytes = 0
 
-    def send(self, msg: Message) -> None:
-        peer = msg.to
-        task = self._inflight.get(peer)
-        if task is not None and not task.done():
-            return  # Raft waits for the report of the transfer in flight
-        self._inflight[peer] = asyncio.get_running_loop().create_task(
-            self._transfer(msg), name=f"snapshot-to-{peer:x}"
+    async def write(self, path: Path) -> tuple[SnapshotMetadata, int]:
+        """Write the state to `path`: (what it holds, its size in bytes)."""
+        info = await self._threads.run(write_backup, self._backend, path)
+        meta = SnapshotMetadata(
+            info.applied_index, info.applied_term, conf_state_from_members(info.members)
         )
+        return meta, info.size
 
-    async def stop(self) -> None:
-        tasks = [t for t in self._inflight.values() if not t.done()]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._inflight.clear()
+    async def drain(self) -> None:
         await self._threads.drain()
-
-    async def _transfer(self, msg: Message) -> None:
-        peer = msg.to
-        ok = False
-        self._spool.mkdir(parents=True, exist_ok=True)
-        path = self._spool / f"send-{peer:x}-{next(self._seq)}.snap"
-        try:
-            address = self._peer_address(peer)
-            if address is None:
-                raise ConnectionError(f"no address for peer {peer:x}")
-            info = await self._threads.run(write_backup, self._backend, path)
-            meta = SnapshotMetadata(
-                info.applied_index, info.applied_term, conf_state_from_members(info.members)
-            )
-            out = dataclasses.replace(msg, snapshot=Snapshot(meta, b""))
-            acked = await self._stream(address, out, path)
-            ok = acked == info.size
-            if ok:
-                self.sent += 1
-                self.last_bytes = acked
-                log.info(
-                    "sent snapshot at index %d (%d bytes) to member %x",
-                    meta.index, acked, peer,
-                )  # fmt: skip
-            else:
-                log.warning(
-                    "snapshot to %x: peer acknowledged %d of %d bytes", peer, acked, info.size
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure: Raft probes and retries
-            log.warning("snapshot to member %x failed: %s", peer, exc)
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            if not ok:
-                self.failed += 1
-            with contextlib.suppress(Exception):
-                self._report(peer, ok)
-
-    async def _stream(self, address: str, msg: Message, path: Path) -> int:
-        from kvstore.pb import raftpb_pb2, raftpb_pb2_grpc
-        from kvstore.transport import codec
-
-        cluster_id, sender = self._cluster_id, self._self_id
-
-        async def chunks() -> AsyncIterator[Any]:
-            yield raftpb_pb2.SnapshotChunk(
-                cluster_id=cluster_id, **{"from": sender}, message=codec.message_to_pb(msg)
-            )
-            with open(path, "rb") as f:
-                while True:
-                    data = f.read(self._chunk_bytes)
-                    if not data:
-                        break
-                    self.chunks_sent += 1
-                    yield raftpb_pb2.SnapshotChunk(
-                        cluster_id=cluster_id, **{"from": sender}, data=data
-                    )
-            yield raftpb_pb2.SnapshotChunk(cluster_id=cluster_id, **{"from": sender}, last=True)
-
-        async with grpc.aio.insecure_channel(address, options=self._options) as channel:
-            stub = raftpb_pb2_grpc.RaftPeerStub(channel)
-            ack = await stub.SendSnapshot(
-                chunks(),
-                timeout=self._timeout_s,
-                metadata=((CLUSTER_ID_METADATA, f"{cluster_id:x}"),),
-            )
-        return int(ack.bytes_received)
-
-
-class SnapshotReceiver:
-    """Follower side of `RaftPeer.SendSnapshot`."""
-
-    def __init__(
-        self,
-        spool: Path,
-        *,
-        cluster_id: int,
-        deliver: Callable[[list[Message]], None],
-        prepare: Callable[[Path], Awaitable[None]] | None = None,
-    ) -> None:
-        self._spool = spool
-        self._cluster_id = cluster_id
-        self._deliver = deliver
-        # SnapshotInstaller.prepare: stage the state off the loop before Raft
-        # sees the message (never raises; without it install() does the work).
-        self._prepare = prepare
-        self._seq = itertools.count(1)
-        self.received = 0
-
-    async def handle(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
-        from kvstore.pb import raftpb_pb2
-        from kvstore.transport import codec
-
-        self._spool.mkdir(parents=True, exist_ok=True)
-        n = next(self._seq)
-        tmp = self._spool / f"recv-{os.getpid()}-{n}.tmp"
-        msg: Message | None = None
-        received = 0
-        done = False
-        try:
-            with open(tmp, "wb") as f:
-                async for chunk in request_iterator:
-                    if chunk.cluster_id != self._cluster_id:
-                        await context.abort(
-                            grpc.StatusCode.FAILED_PRECONDITION, "request cluster ID mismatch"
-                        )
-                    if chunk.HasField("message"):
-                        msg = codec.message_from_pb(chunk.message)
-                    if chunk.data:
-                        f.write(chunk.data)
-                        received += len(chunk.data)
-                    if chunk.last:
-                        done = True
-                        break
-                f.flush()
-                os.fsync(f.fileno())
-            if msg is None or msg.snapshot is None or not done:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "incomplete snapshot stream")
-            assert msg is not None and msg.snapshot is not None
-            try:
-                await asyncio.to_thread(verify_file, tmp)
-            except BackupError as exc:
-                await context.abort(grpc.StatusCode.DATA_LOSS, str(exc))
-            final = self._spool / f"recv-{msg.snapshot.metadata.index}-{msg.sender:x}-{n}.snap"
-            os.replace(tmp, final)
-            snap = Snapshot(msg.snapshot.metadata, FILE_PREFIX + str(final).encode())
-            self.received += 1
-            log.info(
-                "received snapshot at index %d (%d bytes) from member %x",
-                snap.metadata.index, received, msg.sender,
-            )  # fmt: skip
-            if self._prepare is not None:
-                await self._prepare(final)
-            self._deliver([dataclasses.replace(msg, snapshot=snap)])
-            return raftpb_pb2.SnapshotAck(bytes_received=received)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
 
 class _Prepared:
@@ -459,11 +246,11 @@ class SnapshotInstaller:
 
         Raises RuntimeError if there is no valid file: installing nothing while
         Raft moves on would silently diverge, so the driver must stop instead."""
-        if not snapshot.data.startswith(FILE_PREFIX):
+        path = file_of(snapshot.data)
+        if path is None:
             raise RuntimeError(
                 f"snapshot at index {snapshot.metadata.index} has no state file to install"
             )
-        path = Path(snapshot.data[len(FILE_PREFIX) :].decode())
         md = snapshot.metadata
         hs = hard_state or current
         hs = HardState(hs.term, hs.vote, max(hs.commit, md.index))
@@ -513,7 +300,7 @@ class SnapshotInstaller:
         self.last_batches = staged.batches_written
         self.last_max_batch_bytes = staged.max_batch_bytes
         self.installed += 1
-        _remove_spooled(path.parent, md.index)
+        remove_received(path.parent, md.index)
         log.info(
             "installed snapshot at index %d (term %d): %d records in %d batches, %s",
             md.index, md.term, staged.records, staged.batches_written,
