@@ -34,6 +34,8 @@ from kvstore.client._transport import (
     stream_write,
 )
 from kvstore.client.concurrency import DEFAULT_SESSION_TTL, Election, Lock
+from kvstore.client.config_view import ConfigView, OnChange, OnError, Schema
+from kvstore.client.configtree import Decoder
 from kvstore.client.errors import (
     ClientError,
     LeaseNotFoundError,
@@ -44,6 +46,7 @@ from kvstore.client.errors import (
 from kvstore.client.lease import Lease, ServiceRegistration
 from kvstore.client.ops import (
     KeyLike,
+    LeaseLike,
     Txn,
     delete_request,
     key_range,
@@ -131,13 +134,14 @@ class AsyncClient:
         key: KeyLike,
         value: KeyLike,
         *,
-        lease: int = 0,
+        lease: LeaseLike = 0,
         prev_kv: bool = False,
         ignore_value: bool = False,
         ignore_lease: bool = False,
         timeout: float | None = None,
     ) -> PutResult:
-        """Write `key = value` (optionally attached to `lease`).
+        """Write `key = value` (optionally attached to `lease`: a lease id or
+        the Lease object from `client.lease()`).
         `prev_kv=True` returns the previous KeyValue in `result.prev_kv`."""
         req = put_request(
             key,
@@ -231,6 +235,37 @@ class AsyncClient:
             reconnect_timeout=reconnect_timeout,
         )
 
+    async def config_view(
+        self,
+        prefix: KeyLike,
+        *,
+        schema: Schema | None = None,
+        decode: str | Decoder = "yaml",
+        on_change: OnChange | None = None,
+        on_error: OnError | None = None,
+        reconnect_timeout: float = 60.0,
+    ) -> ConfigView:
+        """A live, read-only mapping of the keys under `prefix` (relative keys,
+        decoded values), kept current by a Range plus a resuming Watch; the
+        events of one transaction are applied together. Close with
+        `await view.aclose()` or `async with`. See `ConfigView`.
+
+        >>> view = await client.config_view("/config/app", schema={"type": "object"},
+        ...                                 on_change=lambda old, new, rev: print(rev))
+        >>> view["db/port"], view.snapshot.tree()
+
+        Raises ConfigValidationError when the tree is invalid at start."""
+        view = ConfigView(
+            self,
+            prefix,
+            schema=schema,
+            decode=decode,
+            on_change=on_change,
+            on_error=on_error,
+            reconnect_timeout=reconnect_timeout,
+        )
+        return await view.start()
+
     # --- lease -------------------------------------------------------------------
 
     async def lease_grant(
@@ -286,7 +321,7 @@ class AsyncClient:
 
     def lease(self, ttl: int, *, lease_id: int = 0) -> Lease:
         """A lease for `async with`: granted on enter, kept alive every TTL/3,
-        revoked on exit. `lease.id` is usable in put(lease=...)."""
+        revoked on exit. Pass the lease itself (or `lease.id`) to put(lease=...)."""
         return Lease(self, ttl, lease_id)
 
     def register_service(

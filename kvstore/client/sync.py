@@ -32,7 +32,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kvstore.client.aio import AsyncClient
-from kvstore.client.ops import Txn
+from kvstore.client.config_view import (
+    ConfigView,
+    OnChange,
+    OnError,
+    Schema,
+    SyncConfigView,
+    open_sync_view,
+)
+from kvstore.client.configtree import Decoder
+from kvstore.client.ops import KeyLike, Txn
 
 T = TypeVar("T")
 
@@ -181,6 +190,33 @@ class Client(_Blocking):
         """Start a transaction; `.commit()` blocks and returns a TxnResult."""
         aio: AsyncClient = self._target
         return Txn(lambda req: self._runner.run(aio.txn_request(req, timeout=timeout)))
+
+    def config_view(
+        self,
+        prefix: KeyLike,
+        *,
+        schema: Schema | None = None,
+        decode: str | Decoder = "yaml",
+        on_change: OnChange | None = None,
+        on_error: OnError | None = None,
+        reconnect_timeout: float = 60.0,
+    ) -> SyncConfigView:
+        """Blocking `AsyncClient.config_view`: a live read-only mapping of the
+        keys under `prefix`. Callbacks run in order on the view's own thread
+        (they may call this client). Close with `view.close()` or `with`."""
+        aio: AsyncClient = self._target
+
+        async def make(change: OnChange | None, error: OnError | None) -> ConfigView:
+            return await aio.config_view(
+                prefix,
+                schema=schema,
+                decode=decode,
+                on_change=change,
+                on_error=error,
+                reconnect_timeout=reconnect_timeout,
+            )
+
+        return open_sync_view(self._runner, make, on_change, on_error)
 
     def close(self) -> None:
         if not self._runner.loop.is_closed():
