@@ -58,10 +58,14 @@ from kvstore.client.types import (
     DeleteResult,
     GetResult,
     HashKVResult,
+    Header,
     LeaseGrant,
+    LeaseKeepAliveResult,
+    LeaseLeasesResult,
     LeaseTimeToLive,
     MemberAddResult,
     MemberListResult,
+    MoveLeaderResult,
     PutResult,
     Status,
     TxnResult,
@@ -278,11 +282,13 @@ class AsyncClient:
             await self._call("Lease", "LeaseGrant", req, idempotent=False, timeout=timeout)
         )
 
-    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
-        """Revoke a lease, deleting its keys. LeaseNotFoundError if unknown."""
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> Header:
+        """Revoke a lease, deleting its keys; returns the response header.
+        LeaseNotFoundError if unknown."""
         req = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
         # Revoking twice is harmless apart from a NotFound: safe to retry.
-        await self._call("Lease", "LeaseRevoke", req, idempotent=True, timeout=timeout)
+        resp = await self._call("Lease", "LeaseRevoke", req, idempotent=True, timeout=timeout)
+        return _convert.header(resp.header)
 
     async def lease_time_to_live(
         self, lease_id: int, *, keys: bool = False, timeout: float | None = None
@@ -294,6 +300,13 @@ class AsyncClient:
             await self._call("Lease", "LeaseTimeToLive", req, idempotent=True, timeout=timeout)
         )
 
+    async def lease_leases(self, *, timeout: float | None = None) -> LeaseLeasesResult:
+        """IDs of all live leases, with the response header."""
+        resp = await self._call(
+            "Lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest(), idempotent=True, timeout=timeout
+        )
+        return LeaseLeasesResult(_convert.header(resp.header), tuple(s.ID for s in resp.leases))
+
     async def leases(self, *, timeout: float | None = None) -> list[int]:
         """IDs of all live leases."""
         resp = await self._call(
@@ -303,6 +316,13 @@ class AsyncClient:
 
     async def lease_keep_alive_once(self, lease_id: int, *, timeout: float | None = None) -> int:
         """Renew once; returns the granted TTL. LeaseNotFoundError if gone."""
+        return (await self.lease_renew(lease_id, timeout=timeout)).ttl
+
+    async def lease_renew(
+        self, lease_id: int, *, timeout: float | None = None
+    ) -> LeaseKeepAliveResult:
+        """Renew once over a LeaseKeepAlive stream; the whole answer (header,
+        id, new TTL). LeaseNotFoundError if gone."""
         deadline = timeout if timeout is not None else self.transport.command_timeout
         ep = await self.transport.connect(time.monotonic() + deadline)
         call = self.transport.stub(ep, "Lease").LeaseKeepAlive(
@@ -317,7 +337,7 @@ class AsyncClient:
             call.cancel()
         if resp is grpc.aio.EOF or resp.TTL <= 0:
             raise LeaseNotFoundError("etcdserver: requested lease not found")
-        return resp.TTL
+        return LeaseKeepAliveResult(_convert.header(resp.header), resp.ID, resp.TTL)
 
     def lease(self, ttl: int, *, lease_id: int = 0) -> Lease:
         """A lease for `async with`: granted on enter, kept alive every TTL/3,
@@ -459,6 +479,12 @@ class AsyncClient:
     async def move_leader(self, target_id: int, *, timeout: float | None = None) -> int:
         """Transfer leadership to member `target_id`; returns the previous
         leader's ID. Finds the leader through Status on each endpoint."""
+        return (await self.transfer_leadership(target_id, timeout=timeout)).previous_leader
+
+    async def transfer_leadership(
+        self, target_id: int, *, timeout: float | None = None
+    ) -> MoveLeaderResult:
+        """`move_leader` with the whole answer (the leader's response header)."""
         leader_ep, leader_id = None, 0
         for ep in self.endpoints:
             try:
@@ -471,7 +497,7 @@ class AsyncClient:
                 break
         if leader_ep is None:
             raise NoLeaderError("no leader endpoint among " + ",".join(self.endpoints))
-        await self.transport.unary(
+        _ep, resp = await self.transport.unary(
             "Maintenance",
             "MoveLeader",
             rpc_pb2.MoveLeaderRequest(targetID=target_id),
@@ -479,7 +505,7 @@ class AsyncClient:
             timeout=timeout,
             endpoint=leader_ep,
         )
-        return leader_id
+        return MoveLeaderResult(_convert.header(resp.header), leader_id, target_id)
 
     async def snapshot(
         self,
