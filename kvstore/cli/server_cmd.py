@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from typing import Any
 
 import click
 
+from kvstore import logsetup
 from kvstore.server.config import (
     DEFAULT_CLIENT_URL,
     DEFAULT_PEER_URL,
@@ -92,13 +94,26 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
     default="info",
     show_default=True,
 )
+@_opt(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="json: one JSON object per line (etcd 3.5's default); text: for a terminal.",
+)
+@_opt(
+    "--log-outputs",
+    default="default",
+    show_default=True,
+    help="Comma separated: stderr, stdout, default (= stderr) or a file path.",
+)
 def _command(**kw: Any) -> None:
     """Run a kvstore cluster member (etcd v3 API compatible)."""
-    logging.basicConfig(
-        level=getattr(logging, {"warn": "WARNING"}.get(kw["log_level"], kw["log_level"].upper())),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The ONE place the process's logging is configured (kvstore/logsetup.py).
+    try:
+        logsetup.configure(kw["log_format"], kw["log_level"], kw["log_outputs"])
+    except (ValueError, OSError) as exc:
+        _die(f"--log-outputs/--log-format: {exc}", EXIT_BAD_CONFIG)
     cfg = build_config(kw)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -219,6 +234,7 @@ async def serve(cfg: NodeConfig) -> int:
             bind(client_server, url, "--listen-client-urls")
         await node.start()
         assert node.kv is not None
+        logsetup.set_member(node.kv.member_id, node.kv.cluster_id)
         add_servicers(client_server, node.kv, max_request_bytes=cfg.max_request_bytes)
         await client_server.start()
         _freeze_startup_heap()
@@ -237,6 +253,7 @@ async def serve(cfg: NodeConfig) -> int:
         return EXIT_STARTUP
     addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
     print(f"kvstore: ready to serve client requests on {addrs}", flush=True)
+    _log_startup(cfg, node)
     log.info(
         "member %s (%x) of cluster %x started; data dir %s",
         cfg.name, node.kv.member_id, node.kv.cluster_id, cfg.data_dir,
@@ -250,6 +267,37 @@ async def serve(cfg: NodeConfig) -> int:
         await metrics.stop()
     await node.stop()
     return code
+
+
+def _log_startup(cfg: NodeConfig, node: Any) -> None:
+    """What an operator needs, one line each (as fields in JSON)."""
+    from kvstore.server.kv_server import SERVER_VERSION
+
+    try:
+        version = importlib.metadata.version("kvstore")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    urls = [*cfg.listen_client_urls, *cfg.listen_peer_urls, *cfg.listen_metrics_urls]
+    tls = any(u.startswith("https://") for u in urls)
+    auth = bool(getattr(getattr(node, "auth", None), "enabled", False))
+    lines: list[tuple[str, dict[str, Any]]] = [
+        (f"kvstore version {version} (etcd API {SERVER_VERSION})",
+         {"kvstore_version": version, "etcd_api_version": SERVER_VERSION}),
+        (f"member name {cfg.name}, member id {node.kv.member_id:x}", {"member_name": cfg.name}),
+        (f"cluster id {node.kv.cluster_id:x}", {}),
+        (f"data dir {cfg.data_dir}", {"data_dir": str(cfg.data_dir)}),
+        ("listening for client requests on " + ", ".join(cfg.listen_client_urls),
+         {"listen_client_urls": list(cfg.listen_client_urls),
+          "advertise_client_urls": list(cfg.advertise_client_urls)}),
+        ("listening for peers on " + ", ".join(cfg.listen_peer_urls),
+         {"listen_peer_urls": list(cfg.listen_peer_urls)}),
+        ("listening for metrics on " + (", ".join(cfg.listen_metrics_urls) or "(none)"),
+         {"listen_metrics_urls": list(cfg.listen_metrics_urls)}),
+        (f"client/peer TLS {'on' if tls else 'off'}", {"tls": tls}),
+        (f"authentication {'on' if auth else 'off'}", {"auth": auth}),
+    ]  # fmt: skip
+    for message, fields in lines:
+        log.info("%s", message, extra=fields)
 
 
 async def _wait_for_stop(stop: asyncio.Event, node: Any) -> int:
