@@ -333,11 +333,10 @@ def move_leader_cmd(s: Settings, target_id):
     """Transfer leadership to the member with hex TARGET_ID."""
     target = parse_hex_id(target_id, "member ID")
     r = s.client().transfer_leadership(target)
-    out.emit(
-        s.write_out,
-        r.header,
-        lambda: click.echo(f"Leadership transferred from {r.previous_leader:x} to {target:x}"),
-    )
+    if s.write_out == "json":
+        out.print_json(r.header)  # etcdctl: the MoveLeader response
+    else:
+        click.echo(f"Leadership transferred from {r.previous_leader:x} to {target:x}")
 
 
 @click.group("alarm")

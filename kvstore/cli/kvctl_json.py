@@ -48,6 +48,7 @@ from kvstore.client.types import (
     Status,
     TxnResult,
 )
+from kvstore.logsetup import go_duration
 
 _ALARMS = {"NONE": 0, "NOSPACE": 1, "CORRUPT": 2}
 
@@ -273,20 +274,6 @@ def endpoint_hashkv(results: Sequence[HashKVResult]) -> list[dict[str, Any]]:
         }
         for r in results
     ]
-
-
-def go_duration(seconds: float) -> str:
-    """Go's time.Duration.String(): 1.970967ms, 2ms, 1.5s, 350ns."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    for unit, size in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
-        if ns >= size:
-            whole, frac = divmod(ns, size)
-            digits = len(str(size)) - 1
-            text = f"{whole}.{frac:0{digits}d}".rstrip("0").rstrip(".")
-            return text + unit
-    return f"{ns}ns"
 
 
 def endpoint_health(

@@ -107,8 +107,10 @@ def lease_keep_alive(s: Settings, lease_id, once):
             if s.write_out != "json":  # etcdctl prints this line in simple mode only
                 click.echo(f"lease {lid:016x} expired or revoked.")
             raise KvctlError(f"lease {lid:016x} expired or revoked", 4) from None
-        line = f"lease {lid:016x} keepalived with TTL({r.ttl})"
-        out.emit(s.write_out, r, lambda: click.echo(line))  # noqa: B023 - called at once
+        if s.write_out == "json":
+            out.print_json(r)
+        else:
+            click.echo(f"lease {lid:016x} keepalived with TTL({r.ttl})")
         if once or stop.wait(max(r.ttl / 3.0, 0.5)):
             return
 

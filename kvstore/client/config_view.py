@@ -321,6 +321,10 @@ class ConfigView(Mapping[str, Any]):
                 log.warning("config view %s: watch lost (%s); re-reading", self.prefix, err)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except Exception:  # noqa: BLE001 - a bug must not silently freeze the view
+                log.exception("config view %s: unexpected error; re-reading", self.prefix)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
             await self._resync_until_done()
 
     async def _resync_until_done(self) -> None:
@@ -394,7 +398,7 @@ class ConfigView(Mapping[str, Any]):
     def _decode_value(self, key: str, value: bytes) -> Any:
         try:
             return self._decode(value)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a rejected value
             return _Invalid(f"{key[len(self.prefix) :]}: cannot decode value: {exc}")
 
     async def _publish(self, revision: int, *, initial: bool) -> ConfigRejection | None:
