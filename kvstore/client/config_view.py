@@ -47,7 +47,6 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
 import yaml
 
 from kvstore.client.configtree import Decoder, build_tree, decoder_for
@@ -55,6 +54,8 @@ from kvstore.client.errors import ClientClosedError, ClientError, CompactedError
 from kvstore.client.types import Event, EventType
 
 if TYPE_CHECKING:
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped]
+
     from kvstore.client.aio import AsyncClient
     from kvstore.client.sync import _LoopThread
     from kvstore.client.watch import Watcher
@@ -120,7 +121,7 @@ OnError = Callable[[ConfigRejection], Any]
 Schema = Mapping[str, Any] | str | os.PathLike[str]
 
 
-def load_schema(schema: Schema) -> jsonschema.protocols.Validator:
+def load_schema(schema: Schema) -> Validator:
     """A validator for `schema` (a mapping, or the path of a JSON/YAML file).
 
     The draft follows the schema's "$schema" (default: the newest draft).
@@ -134,6 +135,9 @@ def load_schema(schema: Schema) -> jsonschema.protocols.Validator:
             raise ValueError(f"cannot read schema {path}: {exc}") from None
         if not isinstance(schema, Mapping):
             raise ValueError("a JSON Schema must be a mapping at the top")
+    # Imported here: jsonschema costs ~0.1 s at import, only views with a schema pay it.
+    import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
+
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)
@@ -142,7 +146,7 @@ def load_schema(schema: Schema) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def schema_errors(validator: jsonschema.protocols.Validator | None, tree: Any) -> list[str]:
+def schema_errors(validator: Validator | None, tree: Any) -> list[str]:
     """One line per schema violation, "path: message", in path order."""
     if validator is None:
         return []
