@@ -15,6 +15,7 @@ import threading
 
 import click
 
+from kvstore.cli import kvctl_json
 from kvstore.cli import kvctl_output as out
 from kvstore.cli.kvctl_common import (
     EXIT_UNAVAILABLE,
@@ -181,7 +182,13 @@ def elect_cmd(s: Settings, election_name, proposal, listen, ttl):
     election = s.client().election(election_name, ttl=ttl)
     if listen:
         for kv in election.observe():
-            out.print_kv(kv)
+            if s.write_out == "json":
+                # etcdctl prints the observed Get response; the client's
+                # observe() yields the leader key only, so the header is absent.
+                kvctl_json.echo({"kvs": [kvctl_json.key_value(kv)], "count": 1})
+            else:
+                out.print_kv(kv)
+            sys.stdout.flush()
         return
     if proposal is None:
         raise click.UsageError("elect needs ELECTION_NAME and PROPOSAL (or -l)")
