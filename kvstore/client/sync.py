@@ -28,6 +28,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -181,6 +182,8 @@ class Client(_Blocking):
         # Build the AsyncClient on its loop: grpc.aio objects belong to one loop.
         aio = runner.run(_make_async(endpoints, dial_timeout, command_timeout))
         super().__init__(aio, runner)
+        # Open config views by id (a Mapping is unhashable): closed with the client.
+        object.__setattr__(self, "_views", weakref.WeakValueDictionary())
 
     @property
     def endpoints(self) -> list[str]:
@@ -216,9 +219,14 @@ class Client(_Blocking):
                 reconnect_timeout=reconnect_timeout,
             )
 
-        return open_sync_view(self._runner, make, on_change, on_error)
+        view = open_sync_view(self._runner, make, on_change, on_error)
+        self._views[id(view)] = view
+        return view
 
     def close(self) -> None:
+        # Views still open stop first: their tasks and threads live on this loop.
+        for view in list(self._views.values()):
+            view.close()
         if not self._runner.loop.is_closed():
             self._runner.run(self._target.close())
             self._runner.stop()

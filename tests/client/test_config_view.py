@@ -293,3 +293,16 @@ def _compacted_on(member: Client, compact_rev: int) -> bool:
     except errors.ClientError:
         return False
     return False
+
+
+def test_closing_the_client_closes_its_open_views(cluster, ns):
+    def callback_threads() -> int:
+        return sum(t.name == "kvstore-config-callbacks" for t in threading.enumerate())
+
+    before = callback_threads()
+    c = Client(cluster.endpoints)
+    view = c.config_view(ns, on_change=lambda *_: None)
+    assert callback_threads() == before + 1
+    c.close()  # the view was never closed by the application
+    assert callback_threads() == before
+    view.close()  # and closing it again is harmless
