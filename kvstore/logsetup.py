@@ -254,15 +254,28 @@ def _stream(output: str) -> TextIO | None:
 
 
 def configure(
-    fmt: str = "json", level: str = "info", outputs: str | Sequence[str] = "stderr"
+    fmt: str = "json",
+    level: str = "info",
+    outputs: str | Sequence[str] = "stderr",
+    *,
+    force: bool = False,
 ) -> None:
-    """Install the process's log handlers on the root logger (replacing any).
+    """Install the process's log handlers on the root logger.
 
-    Raises ValueError for an unknown format or level, OSError when a log file
-    cannot be opened (the caller turns both into one line and exit 2)."""
+    Like logging.basicConfig, a root logger that already has handlers (an
+    embedding application, pytest running the command in-process) is left
+    alone unless `force`; the arguments are still validated. Raises
+    ValueError for an unknown format or level, OSError when a log file cannot
+    be opened (the caller turns both into one line and exit 2)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; expected one of {FORMATS}")
     number = level_number(level)
+    root = logging.getLogger()
+    if root.handlers and not force:
+        for output in split_outputs(outputs):
+            if _stream(output) is None:
+                open(output, "a", encoding="utf-8").close()  # noqa: SIM115 - checks it opens
+        return
     formatter: logging.Formatter = (
         JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     )
@@ -276,7 +289,6 @@ def configure(
             handler = logging.FileHandler(output, encoding="utf-8", delay=False)
         handler.setFormatter(formatter)
         handlers.append(handler)
-    root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()

@@ -75,6 +75,20 @@ def test_go_duration(seconds, text):
     assert logsetup.go_duration(seconds) == text
 
 
+def test_configure_leaves_an_embedding_applications_handlers_alone(tmp_path):
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    try:
+        before = list(root.handlers)
+        logsetup.configure("json", "debug", "stderr")
+        assert root.handlers == before
+        with pytest.raises(OSError):
+            logsetup.configure("json", "info", str(tmp_path / "missing" / "x.log"))
+    finally:
+        root.removeHandler(handler)
+
+
 def test_configure_rejects_unknown_values_and_writes_files(tmp_path):
     with pytest.raises(ValueError, match="log format"):
         logsetup.configure("xml")
@@ -83,7 +97,7 @@ def test_configure_rejects_unknown_values_and_writes_files(tmp_path):
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
-        logsetup.configure("json", "info", f"{tmp_path / 'a.log'},stderr")
+        logsetup.configure("json", "info", f"{tmp_path / 'a.log'},stderr", force=True)
         logging.getLogger("kvstore.test").info("hello %s", "file")
         logging.getLogger("kvstore.test").debug("not at info")
         for h in root.handlers:
