@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from kvstore import logsetup
+from kvstore import logsetup, tracing
 from kvstore.server.config import (
     DEFAULT_CLIENT_URL,
     DEFAULT_PEER_URL,
@@ -107,6 +107,22 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
     show_default=True,
     help="Comma separated: stderr, stdout, default (= stderr) or a file path.",
 )
+@_opt("--enable-distributed-tracing", is_flag=True, help="OpenTelemetry spans per request.")
+@_opt(
+    "--distributed-tracing-address",
+    default=tracing.DEFAULT_ADDRESS,
+    show_default=True,
+    help="OTLP/gRPC collector.",
+)
+@_opt("--distributed-tracing-service-name", default=tracing.DEFAULT_SERVICE_NAME, show_default=True)
+@_opt("--distributed-tracing-instance-id", default="")
+@_opt(
+    "--distributed-tracing-sampling-rate",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Samples per million (requests sampled by the caller are always traced).",
+)
 def _command(**kw: Any) -> None:
     """Run a kvstore cluster member (etcd v3 API compatible)."""
     # The ONE place the process's logging is configured (kvstore/logsetup.py).
@@ -116,8 +132,18 @@ def _command(**kw: Any) -> None:
         _die(f"--log-outputs/--log-format: {exc}", EXIT_BAD_CONFIG)
     cfg = build_config(kw)
     try:
+        tracing_cfg = tracing.TracingConfig(
+            enabled=kw["enable_distributed_tracing"],
+            address=kw["distributed_tracing_address"],
+            service_name=kw["distributed_tracing_service_name"],
+            instance_id=kw["distributed_tracing_instance_id"],
+            sampling_rate_per_million=kw["distributed_tracing_sampling_rate"],
+        ).validate()
+    except ValueError as exc:
+        _die(str(exc), EXIT_BAD_CONFIG)
+    try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            code = runner.run(serve(cfg))
+            code = runner.run(serve(cfg, tracing_cfg))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
@@ -212,7 +238,7 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def serve(cfg: NodeConfig) -> int:
+async def serve(cfg: NodeConfig, tracing_cfg: tracing.TracingConfig | None = None) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     import grpc
 
@@ -226,7 +252,10 @@ async def serve(cfg: NodeConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    client_server = grpc.aio.server(options=options)
+    # Tracing off (the default): no interceptor at all, the request path is unchanged.
+    traced = tracing.setup(tracing_cfg) if tracing_cfg is not None else None
+    interceptors = [traced.interceptor] if traced is not None else None
+    client_server = grpc.aio.server(options=options, interceptors=interceptors)
     node = KvNode(cfg)
     metrics: MetricsServer | None = None
     try:
@@ -249,6 +278,8 @@ async def serve(cfg: NodeConfig) -> int:
         if metrics is not None:
             await metrics.stop()
         await node.stop()
+        if traced is not None:
+            traced.shutdown()
         click.echo(f"kvstore: error: {exc}", err=True)
         return EXIT_STARTUP
     addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
@@ -266,6 +297,8 @@ async def serve(cfg: NodeConfig) -> int:
     if metrics is not None:
         await metrics.stop()
     await node.stop()
+    if traced is not None:
+        traced.shutdown()  # flush the spans not exported yet
     return code
 
 
