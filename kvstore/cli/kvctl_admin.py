@@ -9,13 +9,14 @@ Owns: etcdctl 3.4-compatible output of these verbs (member IDs in hex,
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from kvstore.cli import kvctl_json, snapshot_cmd
 from kvstore.cli import kvctl_output as out
-from kvstore.cli import snapshot_cmd
 from kvstore.cli.kvctl_common import (
     EXIT_UNAVAILABLE,
     KvctlError,
@@ -183,7 +184,8 @@ def endpoint_status(s: Settings, cluster):
         s.write_out,
         statuses,
         lambda: [click.echo(", ".join(r)) for r in rows],
-        lambda: out.print_table(
+        doc=kvctl_json.endpoint_status(statuses),
+        table=lambda: out.print_table(
             [
                 "ENDPOINT",
                 "ID",
@@ -210,15 +212,21 @@ def endpoint_health(s: Settings, cluster):
     """Check the health of each endpoint (one linearizable read, like etcdctl 3.4)."""
     unhealthy = 0
     results = []
+    docs: list[dict] = []
     for ep in _targets(s, cluster):
+        start = time.monotonic()
         try:
             took = s.client().health(ep)
             results.append({"endpoint": ep, "health": True, "took": f"{took * 1000:.6f}ms"})
+            docs.append(kvctl_json.endpoint_health(ep, True, took, None))
         except errors.ClientError as exc:
             unhealthy += 1
             results.append({"endpoint": ep, "health": False, "error": exc.message})
+            docs.append(
+                kvctl_json.endpoint_health(ep, False, time.monotonic() - start, exc.message)
+            )
     if s.write_out == "json":
-        out.print_json(results)
+        kvctl_json.echo(docs)
     elif s.write_out == "table":
         out.print_table(
             ["ENDPOINT", "HEALTH", "TOOK", "ERROR"],
@@ -255,7 +263,10 @@ def endpoint_hashkv(s: Settings, cluster, rev):
         s.write_out,
         results,
         lambda: [click.echo(f"{r.endpoint}, {r.hash}") for r in results],
-        lambda: out.print_table(["ENDPOINT", "HASH"], [[r.endpoint, r.hash] for r in results]),
+        doc=kvctl_json.endpoint_hashkv(results),
+        table=lambda: out.print_table(
+            ["ENDPOINT", "HASH"], [[r.endpoint, r.hash] for r in results]
+        ),
     )
 
 
@@ -321,8 +332,11 @@ def defrag_cmd(s: Settings, cluster):
 def move_leader_cmd(s: Settings, target_id):
     """Transfer leadership to the member with hex TARGET_ID."""
     target = parse_hex_id(target_id, "member ID")
-    previous = s.client().move_leader(target)
-    click.echo(f"Leadership transferred from {previous:x} to {target:x}")
+    r = s.client().transfer_leadership(target)
+    if s.write_out == "json":
+        out.print_json(r.header)  # etcdctl: the MoveLeader response
+    else:
+        click.echo(f"Leadership transferred from {r.previous_leader:x} to {target:x}")
 
 
 @click.group("alarm")
@@ -339,7 +353,8 @@ def alarm_list(s: Settings):
         s.write_out,
         alarms,
         lambda: [click.echo(f"memberID:{a.member_id} alarm:{a.alarm}") for a in alarms],
-        lambda: out.print_table(
+        doc=kvctl_json.alarms(alarms),
+        table=lambda: out.print_table(
             ["MEMBER ID", "ALARM"], [[f"{a.member_id:x}", a.alarm] for a in alarms]
         ),
     )
@@ -354,6 +369,7 @@ def alarm_disarm(s: Settings):
         s.write_out,
         alarms,
         lambda: [click.echo(f"memberID:{a.member_id} alarm:{a.alarm}") for a in alarms],
+        doc=kvctl_json.alarms(alarms),
     )
 
 

@@ -1,9 +1,13 @@
 """`kvctl config load|dump`: YAML/JSON trees <-> flat keys joined with '/'.
 
-Owns: flattening (`{"db": {"host": "x"}}` under prefix `/app` -> key
-`/app/db/host` = `x`; list items use their index as the segment; scalars are
-written as YAML would print them: true, 3, 1.5, "" for null), unflattening for
-dump, and the diff between a file and the keys stored under a prefix.
+Owns: the commands, the optional JSON Schema check of the file (before
+anything is read from or written to the cluster), and the diff between a file
+and the keys stored under a prefix. The tree <-> keys format itself (typed
+leaves: `5432` stays a number, the string "5432" is stored quoted) lives in
+`kvstore.client.configtree`, shared with `client.config_view`, so what `load`
+writes, `dump` and every config view read back with the same types.
+`flatten` / `unflatten` below are the older untyped helpers (every leaf a
+string), kept for callers of this module and `dump --raw`.
 
 Invariant: `load` applies the whole diff in ONE Txn guarded by the
 mod_revision of every key it read (create_revision == 0 for new keys), so a
@@ -17,6 +21,7 @@ unless `--prune` is given.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +39,8 @@ from kvstore.cli.kvctl_common import (
     pass_settings,
 )
 from kvstore.client import Compare, Op
+from kvstore.client.config_view import load_schema, schema_errors
+from kvstore.client.configtree import build_tree, decode_leaf, flatten_tree
 
 MAX_TXN_OPS = 128  # etcd --max-txn-ops default
 
@@ -109,6 +116,44 @@ def _listify(node: Any) -> Any:
     return node
 
 
+def _jsonable(node: Any) -> Any:
+    """YAML dates/times become ISO strings (JSON, schemas and config views
+    have no date type); everything else is left as parsed."""
+    if isinstance(node, dict):
+        return {k: _jsonable(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_jsonable(v) for v in node]
+    if isinstance(node, (datetime.date, datetime.datetime)):
+        return node.isoformat()
+    return node
+
+
+def flatten_typed(tree: Any, prefix: str) -> dict[str, str]:
+    """`flatten` with typed leaves (the configtree format) and full keys."""
+    base = prefix.rstrip("/")
+    try:
+        return {f"{base}/{path}": text for path, text in flatten_tree(tree).items()}
+    except (ValueError, TypeError) as exc:
+        raise KvctlError(str(exc), EXIT_USAGE) from None
+
+
+def check_schema(tree: Any, schema_file: str) -> None:
+    """Print one "Error: ..." line per schema violation of `tree` and fail
+    with exit code 2; nothing has been read from or written to the cluster."""
+    try:
+        validator = load_schema(schema_file)
+    except ValueError as exc:
+        raise KvctlError(str(exc), EXIT_USAGE) from None
+    problems = schema_errors(validator, tree)
+    for line in problems:
+        click.echo(f"Error: {line}", err=True)
+    if problems:
+        raise KvctlError(
+            f"{len(problems)} schema error(s) against {schema_file}; nothing written",
+            EXIT_USAGE,
+        )
+
+
 @dataclass
 class Diff:
     add: dict[str, str]
@@ -154,6 +199,12 @@ def config_group():
 @click.argument("file", type=click.File("r"))
 @click.option("--prefix", required=True, help="key prefix, e.g. /apps/web")
 @click.option("--format", "fmt", default="auto", type=click.Choice(["auto", "yaml", "json"]))
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(dir_okay=False),
+    help="JSON Schema (JSON or YAML file) FILE must satisfy; checked before any write",
+)
 @click.option("--dry-run", is_flag=True, help="print the diff, change nothing")
 @click.option("--prune", is_flag=True, help="delete keys under the prefix missing from FILE")
 @click.option(
@@ -162,9 +213,18 @@ def config_group():
     help=f"allow more than {MAX_TXN_OPS} changes in several txns (NOT atomic)",
 )
 @pass_settings
-def config_load(s: Settings, file, prefix, fmt, dry_run, prune, batch):
-    """Apply FILE under PREFIX in one transaction (after showing the diff)."""
-    desired = flatten(_read_tree(file, fmt), prefix)
+def config_load(s: Settings, file, prefix, fmt, schema_file, dry_run, prune, batch):
+    """Apply FILE under PREFIX in one transaction (after showing the diff).
+
+    Leaves keep their type: `port: 5432` is stored as 5432 and dumped back as a
+    number, `port: "5432"` as a string. With --schema an invalid FILE is
+    refused (exit 2, one line per error) before anything is written."""
+    tree = _jsonable(_read_tree(file, fmt))
+    if not isinstance(tree, dict):
+        raise KvctlError("config file must contain a mapping at the top", EXIT_USAGE)
+    if schema_file is not None:
+        check_schema(tree, schema_file)
+    desired = flatten_typed(tree, prefix)
     client = s.client()
     base = prefix.rstrip("/") + "/"
     existing = client.get(base, prefix=True)
@@ -224,32 +284,26 @@ def _plan(diff: Diff) -> list[tuple[list, list]]:
 @click.option("--prefix", required=True, help="key prefix, e.g. /apps/web")
 @click.option("--format", "fmt", default="yaml", type=click.Choice(["yaml", "json"]))
 @click.option(
-    "--typed", is_flag=True, help="parse values as YAML scalars (5432 -> number, true -> boolean)"
+    "--typed",
+    is_flag=True,
+    hidden=True,
+    help="(the default now) values keep their type: 5432 -> number, true -> boolean",
 )
+@click.option("--raw", is_flag=True, help="every value as the stored string (untyped)")
 @pass_settings
-def config_dump(s: Settings, prefix, fmt, typed):
-    """Print the keys under PREFIX as a YAML or JSON tree."""
+def config_dump(s: Settings, prefix, fmt, typed, raw):
+    """Print the keys under PREFIX as a YAML or JSON tree (types preserved)."""
     base = prefix.rstrip("/") + "/"
     r = s.client().get(base, prefix=True)
-    tree = unflatten({kv.key.decode(): kv.value.decode("utf-8", "replace") for kv in r.kvs}, prefix)
-    if typed:
-        tree = _typed(tree)
+    stored = {kv.key.decode(): kv.value.decode("utf-8", "replace") for kv in r.kvs}
+    if raw:
+        tree = unflatten(stored, prefix)
+    else:
+        tree = build_tree({k[len(base) :]: decode_leaf(v) for k, v in stored.items()})
     if fmt == "json":
         click.echo(json.dumps(tree, indent=2, sort_keys=True))
     else:
         click.echo(yaml.safe_dump(tree, sort_keys=True, default_flow_style=False), nl=False)
-
-
-def _typed(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _typed(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_typed(v) for v in node]
-    try:
-        value = yaml.safe_load(node) if node else None
-    except yaml.YAMLError:
-        return node
-    return value if isinstance(value, (int, float, bool, type(None))) else node
 
 
 COMMANDS = [config_group]

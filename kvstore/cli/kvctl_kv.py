@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from kvstore.cli import kvctl_json
 from kvstore.cli import kvctl_output as out
 from kvstore.cli.kvctl_common import (
     EXIT_USAGE,
@@ -195,14 +196,24 @@ def compaction_cmd(s: Settings, revision, physical):
 # --- watch -------------------------------------------------------------------------
 
 
-def _print_event(fmt: str, ev: Event) -> None:
-    if fmt == "json":
-        out.print_json(ev)
-        return
+def _print_event(ev: Event) -> None:
     click.echo(ev.type.name)
     if ev.prev_kv is not None:
         out.print_kv(ev.prev_kv)
     out.print_kv(ev.kv)
+
+
+def _print_batch(fmt: str, events: list[Event], limit: int = 0) -> list[Event]:
+    """Print one watch response (etcdctl: one JSON document per response, or
+    the events one by one); returns the events printed (at most `limit`)."""
+    shown = events[:limit] if limit else events
+    if fmt == "json":
+        kvctl_json.echo(kvctl_json.watch_response(shown))
+    else:
+        for ev in shown:
+            _print_event(ev)
+    sys.stdout.flush()
+    return shown
 
 
 def _exec(command: str, ev: Event) -> None:
@@ -262,12 +273,15 @@ def watch_cmd(s: Settings, key, range_end, prefix, rev, prev_kv, interactive, ex
         prev_kv=prev_kv,
         reconnect_timeout=3600,
     ) as watcher:
-        for ev in watcher:
-            _print_event(s.write_out, ev)
-            sys.stdout.flush()
-            if exec_:
-                _exec(exec_, ev)
-            seen += 1
+        while True:
+            try:
+                batch = watcher.next_batch()
+            except StopAsyncIteration:
+                return
+            for ev in _print_batch(s.write_out, batch, max_events - seen if max_events else 0):
+                if exec_:
+                    _exec(exec_, ev)
+                seen += 1
             if max_events and seen >= max_events:
                 return
 
@@ -283,10 +297,12 @@ async def _interactive(s: Settings, max_events: int) -> None:
         async def pump(watcher) -> None:
             nonlocal seen
             async with watcher:
-                async for ev in watcher:
-                    _print_event(s.write_out, ev)
-                    sys.stdout.flush()
-                    seen += 1
+                while True:
+                    try:
+                        batch = await watcher.next_batch()
+                    except StopAsyncIteration:
+                        return
+                    seen += len(_print_batch(s.write_out, batch))
                     if max_events and seen >= max_events:
                         done.set()
 

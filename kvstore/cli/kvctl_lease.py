@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 
 import click
 
+from kvstore.cli import kvctl_json
 from kvstore.cli import kvctl_output as out
 from kvstore.cli.kvctl_common import (
     EXIT_UNAVAILABLE,
@@ -45,8 +47,8 @@ def lease_grant(s: Settings, ttl):
 def lease_revoke(s: Settings, lease_id):
     """Revoke a lease (deleting its keys)."""
     lid = parse_hex_id(lease_id, "lease ID")
-    s.client().lease_revoke(lid)
-    out.emit(s.write_out, {"id": lid}, lambda: click.echo(f"lease {lid:016x} revoked"))
+    h = s.client().lease_revoke(lid)
+    out.emit(s.write_out, h, lambda: click.echo(f"lease {lid:016x} revoked"))
 
 
 @lease_group.command("timetolive")
@@ -74,7 +76,8 @@ def lease_timetolive(s: Settings, lease_id, keys):
 @pass_settings
 def lease_list(s: Settings):
     """List all active leases."""
-    ids = s.client().leases()
+    r = s.client().lease_leases()
+    ids = r.ids
 
     def simple() -> None:
         click.echo(f"found {len(ids)} leases")
@@ -83,7 +86,7 @@ def lease_list(s: Settings):
 
     out.emit(
         s.write_out,
-        {"leases": [{"ID": i} for i in ids]},
+        r,
         simple,
         lambda: out.print_table(["LEASE"], [[f"{i:016x}"] for i in ids]),
     )
@@ -100,12 +103,16 @@ def lease_keep_alive(s: Settings, lease_id, once):
     stop = threading.Event()
     while True:
         try:
-            ttl = client.lease_keep_alive_once(lid)
+            r = client.lease_renew(lid)
         except errors.LeaseNotFoundError:
-            click.echo(f"lease {lid:016x} expired or revoked.")
+            if s.write_out != "json":  # etcdctl prints this line in simple mode only
+                click.echo(f"lease {lid:016x} expired or revoked.")
             raise KvctlError(f"lease {lid:016x} expired or revoked", 4) from None
-        click.echo(f"lease {lid:016x} keepalived with TTL({ttl})")
-        if once or stop.wait(max(ttl / 3.0, 0.5)):
+        if s.write_out == "json":
+            out.print_json(r)
+        else:
+            click.echo(f"lease {lid:016x} keepalived with TTL({r.ttl})")
+        if once or stop.wait(max(r.ttl / 3.0, 0.5)):
             return
 
 
@@ -125,6 +132,15 @@ def _wait_for_signal(lease) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _print_owner(s: Settings, r) -> None:
+    """etcdctl prints the owner key's Get response (JSON with -w json)."""
+    if s.write_out == "json":
+        out.print_json(r)
+    else:
+        out.simple_get(r)
+    sys.stdout.flush()
 
 
 @click.command("lock", context_settings={"ignore_unknown_options": True})
@@ -148,7 +164,7 @@ def lock_cmd(s: Settings, lockname, command, ttl):
             if rc:
                 raise KvctlError(f"command {command[0]} exited with status {rc}", rc)
             return
-        out.simple_get(s.client().get(held.key))
+        _print_owner(s, s.client().get(held.key))
         _wait_for_signal(lock.lease)
     finally:
         lock.release()
@@ -166,13 +182,19 @@ def elect_cmd(s: Settings, election_name, proposal, listen, ttl):
     election = s.client().election(election_name, ttl=ttl)
     if listen:
         for kv in election.observe():
-            out.print_kv(kv)
+            if s.write_out == "json":
+                # etcdctl prints the observed Get response; the client's
+                # observe() yields the leader key only, so the header is absent.
+                kvctl_json.echo({"kvs": [kvctl_json.key_value(kv)], "count": 1})
+            else:
+                out.print_kv(kv)
+            sys.stdout.flush()
         return
     if proposal is None:
         raise click.UsageError("elect needs ELECTION_NAME and PROPOSAL (or -l)")
     leader = election.campaign(proposal)
     try:
-        out.simple_get(s.client().get(leader.key))
+        _print_owner(s, s.client().get(leader.key))
         _wait_for_signal(election.lease)
     finally:
         election.resign()

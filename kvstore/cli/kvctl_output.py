@@ -1,19 +1,14 @@
 """Output formatting for kvctl: etcdctl-compatible `simple`, `json`, `table`.
 
 Owns: how results are rendered. `simple` reproduces etcdctl 3.4's line
-format for the common commands (scripts parse it); `json` renders a result
-dataclass like etcdctl's JSON (bytes base64, zero values omitted); `table`
-uses rich.
+format for the common commands (scripts parse it); `json` prints what
+etcdctl -w json prints (kvctl_json.py); `table` uses rich.
 
 Must never: talk to the cluster or decide exit codes.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import enum
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from kvstore.cli import kvctl_json
 from kvstore.cli.kvctl_common import EXIT_USAGE, KvctlError
 from kvstore.client.types import (
     DeleteResult,
@@ -34,29 +30,9 @@ from kvstore.client.types import (
 FORMATS = ("simple", "json", "table")
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses -> dicts with etcd-like conventions (omit zero values)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            v = to_jsonable(getattr(obj, f.name))
-            if v in (None, 0, "", [], {}, False) and f.name != "succeeded":
-                continue
-            out[f.name] = v
-        return out
-    if isinstance(obj, bytes):
-        return base64.b64encode(obj).decode()
-    if isinstance(obj, enum.Enum):
-        return obj.name
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    return obj
-
-
 def print_json(obj: Any) -> None:
-    click.echo(json.dumps(to_jsonable(obj), separators=(",", ":")))
+    """etcdctl's JSON for a kvctl result (see kvctl_json)."""
+    kvctl_json.echo(kvctl_json.document(obj))
 
 
 def _text(b: bytes) -> str:
@@ -157,10 +133,11 @@ def table_kvs(kvs: Sequence[KeyValue]) -> None:
     )
 
 
-def emit(fmt: str, result: Any, simple: Any = None, table: Any = None) -> None:
-    """Render `result` in `fmt`; `simple`/`table` are zero-arg callables."""
+def emit(fmt: str, result: Any, simple: Any = None, table: Any = None, doc: Any = None) -> None:
+    """Render `result` in `fmt`; `simple`/`table` are zero-arg callables;
+    `doc` overrides the JSON document (default: kvctl_json.document(result))."""
     if fmt == "json":
-        print_json(result)
+        kvctl_json.echo(kvctl_json.document(result) if doc is None else doc)
     elif fmt == "table":
         if table is None:
             raise KvctlError("table not supported as output format", EXIT_USAGE)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kvstore import logsetup, tracing
 from kvstore.server.config import (
     DEFAULT_CLIENT_URL,
     DEFAULT_PEER_URL,
@@ -95,17 +97,56 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
     default="info",
     show_default=True,
 )
+@_opt(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="json: one JSON object per line (etcd 3.5's default); text: for a terminal.",
+)
+@_opt(
+    "--log-outputs",
+    default="default",
+    show_default=True,
+    help="Comma separated: stderr, stdout, default (= stderr) or a file path.",
+)
+@_opt("--enable-distributed-tracing", is_flag=True, help="OpenTelemetry spans per request.")
+@_opt(
+    "--distributed-tracing-address",
+    default=tracing.DEFAULT_ADDRESS,
+    show_default=True,
+    help="OTLP/gRPC collector.",
+)
+@_opt("--distributed-tracing-service-name", default=tracing.DEFAULT_SERVICE_NAME, show_default=True)
+@_opt("--distributed-tracing-instance-id", default="")
+@_opt(
+    "--distributed-tracing-sampling-rate",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Samples per million (requests sampled by the caller are always traced).",
+)
 def _command(**kw: Any) -> None:
     """Run a kvstore cluster member (etcd v3 API compatible)."""
-    logging.basicConfig(
-        level=getattr(logging, {"warn": "WARNING"}.get(kw["log_level"], kw["log_level"].upper())),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # The ONE place the process's logging is configured (kvstore/logsetup.py).
+    try:
+        logsetup.configure(kw["log_format"], kw["log_level"], kw["log_outputs"])
+    except (ValueError, OSError) as exc:
+        _die(f"--log-outputs/--log-format: {exc}", EXIT_BAD_CONFIG)
     cfg = build_config(kw)
     try:
+        tracing_cfg = tracing.TracingConfig(
+            enabled=kw["enable_distributed_tracing"],
+            address=kw["distributed_tracing_address"],
+            service_name=kw["distributed_tracing_service_name"],
+            instance_id=kw["distributed_tracing_instance_id"],
+            sampling_rate_per_million=kw["distributed_tracing_sampling_rate"],
+        ).validate()
+    except ValueError as exc:
+        _die(str(exc), EXIT_BAD_CONFIG)
+    try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            code = runner.run(serve(cfg))
+            code = runner.run(serve(cfg, tracing_cfg))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
@@ -200,7 +241,7 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def serve(cfg: NodeConfig) -> int:
+async def serve(cfg: NodeConfig, tracing_cfg: tracing.TracingConfig | None = None) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     # Deferred: RocksDB and the node's modules load here, not when the
     # command only parses flags, prints --help or refuses a bad flag.
@@ -216,7 +257,10 @@ async def serve(cfg: NodeConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    client_server = grpc.aio.server(options=options)
+    # Tracing off (the default): no interceptor at all, the request path is unchanged.
+    traced = tracing.setup(tracing_cfg) if tracing_cfg is not None else None
+    interceptors = [traced.interceptor] if traced is not None else None
+    client_server = grpc.aio.server(options=options, interceptors=interceptors)
     node = KvNode(cfg)
     metrics: MetricsServer | None = None
     try:
@@ -224,6 +268,7 @@ async def serve(cfg: NodeConfig) -> int:
             bind(client_server, url, "--listen-client-urls")
         await node.start()
         assert node.kv is not None
+        logsetup.set_member(node.kv.member_id, node.kv.cluster_id)
         add_servicers(client_server, node.kv, max_request_bytes=cfg.max_request_bytes)
         await client_server.start()
         _freeze_startup_heap()
@@ -238,10 +283,13 @@ async def serve(cfg: NodeConfig) -> int:
         if metrics is not None:
             await metrics.stop()
         await node.stop()
+        if traced is not None:
+            traced.shutdown()
         click.echo(f"kvstore: error: {exc}", err=True)
         return EXIT_STARTUP
     addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
     print(f"kvstore: ready to serve client requests on {addrs}", flush=True)
+    _log_startup(cfg, node)
     log.info(
         "member %s (%x) of cluster %x started; data dir %s",
         cfg.name, node.kv.member_id, node.kv.cluster_id, cfg.data_dir,
@@ -254,7 +302,40 @@ async def serve(cfg: NodeConfig) -> int:
     if metrics is not None:
         await metrics.stop()
     await node.stop()
+    if traced is not None:
+        traced.shutdown()  # flush the spans not exported yet
     return code
+
+
+def _log_startup(cfg: NodeConfig, node: Any) -> None:
+    """What an operator needs, one line each (as fields in JSON)."""
+    from kvstore.server.kv_server import SERVER_VERSION
+
+    try:
+        version = importlib.metadata.version("kvstore")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    urls = [*cfg.listen_client_urls, *cfg.listen_peer_urls, *cfg.listen_metrics_urls]
+    tls = any(u.startswith("https://") for u in urls)
+    auth = bool(getattr(getattr(node, "auth", None), "enabled", False))
+    lines: list[tuple[str, dict[str, Any]]] = [
+        (f"kvstore version {version} (etcd API {SERVER_VERSION})",
+         {"kvstore_version": version, "etcd_api_version": SERVER_VERSION}),
+        (f"member name {cfg.name}, member id {node.kv.member_id:x}", {"member_name": cfg.name}),
+        (f"cluster id {node.kv.cluster_id:x}", {}),
+        (f"data dir {cfg.data_dir}", {"data_dir": str(cfg.data_dir)}),
+        ("listening for client requests on " + ", ".join(cfg.listen_client_urls),
+         {"listen_client_urls": list(cfg.listen_client_urls),
+          "advertise_client_urls": list(cfg.advertise_client_urls)}),
+        ("listening for peers on " + ", ".join(cfg.listen_peer_urls),
+         {"listen_peer_urls": list(cfg.listen_peer_urls)}),
+        ("listening for metrics on " + (", ".join(cfg.listen_metrics_urls) or "(none)"),
+         {"listen_metrics_urls": list(cfg.listen_metrics_urls)}),
+        (f"client/peer TLS {'on' if tls else 'off'}", {"tls": tls}),
+        (f"authentication {'on' if auth else 'off'}", {"auth": auth}),
+    ]  # fmt: skip
+    for message, fields in lines:
+        log.info("%s", message, extra=fields)
 
 
 async def _wait_for_stop(stop: asyncio.Event, node: KvNode) -> int:

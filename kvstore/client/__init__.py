@@ -20,6 +20,13 @@ Example::
 from kvstore.client import errors
 from kvstore.client.aio import AsyncClient
 from kvstore.client.concurrency import Election, Lock
+from kvstore.client.config_view import (
+    ConfigRejection,
+    ConfigSnapshot,
+    ConfigValidationError,
+    ConfigView,
+    SyncConfigView,
+)
 from kvstore.client.errors import (
     ClientError,
     CompactedError,
@@ -55,6 +62,8 @@ from kvstore.client.watch import Watcher
 
 __all__ = [
     "Alarm", "AsyncClient", "Client", "ClientError", "CompactedError", "Compare",
+    "ConfigRejection", "ConfigSnapshot", "ConfigValidationError", "ConfigView",
+    "SyncConfigView",
     "ConnectionFailedError", "DeleteResult", "Election", "Event", "EventType",
     "FutureRevisionError", "GetResult", "HashKVResult", "Header", "KeyValue", "LeaderKey",
     "Lease", "LeaseExpiredError", "LeaseGrant", "LeaseNotFoundError", "LeaseTimeToLive",

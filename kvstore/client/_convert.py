@@ -71,12 +71,14 @@ def _response_op(op: rpc_pb2.ResponseOp):
 
 def events(r: rpc_pb2.WatchResponse) -> list[Event]:
     rev = r.header.revision
+    h = header(r.header)
     return [
         Event(
             EventType(e.type),
             key_value(e.kv),
             key_value(e.prev_kv) if e.HasField("prev_kv") else None,
             rev,
+            h,
         )
         for e in r.events
     ]

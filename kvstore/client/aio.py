@@ -34,6 +34,8 @@ from kvstore.client._transport import (
     stream_write,
 )
 from kvstore.client.concurrency import DEFAULT_SESSION_TTL, Election, Lock
+from kvstore.client.config_view import ConfigView, OnChange, OnError, Schema
+from kvstore.client.configtree import Decoder
 from kvstore.client.errors import (
     ClientError,
     LeaseNotFoundError,
@@ -44,6 +46,7 @@ from kvstore.client.errors import (
 from kvstore.client.lease import Lease, ServiceRegistration
 from kvstore.client.ops import (
     KeyLike,
+    LeaseLike,
     Txn,
     delete_request,
     key_range,
@@ -55,10 +58,14 @@ from kvstore.client.types import (
     DeleteResult,
     GetResult,
     HashKVResult,
+    Header,
     LeaseGrant,
+    LeaseKeepAliveResult,
+    LeaseLeasesResult,
     LeaseTimeToLive,
     MemberAddResult,
     MemberListResult,
+    MoveLeaderResult,
     PutResult,
     Status,
     TxnResult,
@@ -131,13 +138,14 @@ class AsyncClient:
         key: KeyLike,
         value: KeyLike,
         *,
-        lease: int = 0,
+        lease: LeaseLike = 0,
         prev_kv: bool = False,
         ignore_value: bool = False,
         ignore_lease: bool = False,
         timeout: float | None = None,
     ) -> PutResult:
-        """Write `key = value` (optionally attached to `lease`).
+        """Write `key = value` (optionally attached to `lease`: a lease id or
+        the Lease object from `client.lease()`).
         `prev_kv=True` returns the previous KeyValue in `result.prev_kv`."""
         req = put_request(
             key,
@@ -231,6 +239,37 @@ class AsyncClient:
             reconnect_timeout=reconnect_timeout,
         )
 
+    async def config_view(
+        self,
+        prefix: KeyLike,
+        *,
+        schema: Schema | None = None,
+        decode: str | Decoder = "yaml",
+        on_change: OnChange | None = None,
+        on_error: OnError | None = None,
+        reconnect_timeout: float = 60.0,
+    ) -> ConfigView:
+        """A live, read-only mapping of the keys under `prefix` (relative keys,
+        decoded values), kept current by a Range plus a resuming Watch; the
+        events of one transaction are applied together. Close with
+        `await view.aclose()` or `async with`. See `ConfigView`.
+
+        >>> view = await client.config_view("/config/app", schema={"type": "object"},
+        ...                                 on_change=lambda old, new, rev: print(rev))
+        >>> view["db/port"], view.snapshot.tree()
+
+        Raises ConfigValidationError when the tree is invalid at start."""
+        view = ConfigView(
+            self,
+            prefix,
+            schema=schema,
+            decode=decode,
+            on_change=on_change,
+            on_error=on_error,
+            reconnect_timeout=reconnect_timeout,
+        )
+        return await view.start()
+
     # --- lease -------------------------------------------------------------------
 
     async def lease_grant(
@@ -243,11 +282,13 @@ class AsyncClient:
             await self._call("Lease", "LeaseGrant", req, idempotent=False, timeout=timeout)
         )
 
-    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
-        """Revoke a lease, deleting its keys. LeaseNotFoundError if unknown."""
+    async def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> Header:
+        """Revoke a lease, deleting its keys; returns the response header.
+        LeaseNotFoundError if unknown."""
         req = rpc_pb2.LeaseRevokeRequest(ID=lease_id)
         # Revoking twice is harmless apart from a NotFound: safe to retry.
-        await self._call("Lease", "LeaseRevoke", req, idempotent=True, timeout=timeout)
+        resp = await self._call("Lease", "LeaseRevoke", req, idempotent=True, timeout=timeout)
+        return _convert.header(resp.header)
 
     async def lease_time_to_live(
         self, lease_id: int, *, keys: bool = False, timeout: float | None = None
@@ -259,6 +300,13 @@ class AsyncClient:
             await self._call("Lease", "LeaseTimeToLive", req, idempotent=True, timeout=timeout)
         )
 
+    async def lease_leases(self, *, timeout: float | None = None) -> LeaseLeasesResult:
+        """IDs of all live leases, with the response header."""
+        resp = await self._call(
+            "Lease", "LeaseLeases", rpc_pb2.LeaseLeasesRequest(), idempotent=True, timeout=timeout
+        )
+        return LeaseLeasesResult(_convert.header(resp.header), tuple(s.ID for s in resp.leases))
+
     async def leases(self, *, timeout: float | None = None) -> list[int]:
         """IDs of all live leases."""
         resp = await self._call(
@@ -268,6 +316,13 @@ class AsyncClient:
 
     async def lease_keep_alive_once(self, lease_id: int, *, timeout: float | None = None) -> int:
         """Renew once; returns the granted TTL. LeaseNotFoundError if gone."""
+        return (await self.lease_renew(lease_id, timeout=timeout)).ttl
+
+    async def lease_renew(
+        self, lease_id: int, *, timeout: float | None = None
+    ) -> LeaseKeepAliveResult:
+        """Renew once over a LeaseKeepAlive stream; the whole answer (header,
+        id, new TTL). LeaseNotFoundError if gone."""
         deadline = timeout if timeout is not None else self.transport.command_timeout
         ep = await self.transport.connect(time.monotonic() + deadline)
         call = self.transport.stub(ep, "Lease").LeaseKeepAlive(
@@ -282,11 +337,11 @@ class AsyncClient:
             call.cancel()
         if resp is grpc.aio.EOF or resp.TTL <= 0:
             raise LeaseNotFoundError("etcdserver: requested lease not found")
-        return resp.TTL
+        return LeaseKeepAliveResult(_convert.header(resp.header), resp.ID, resp.TTL)
 
     def lease(self, ttl: int, *, lease_id: int = 0) -> Lease:
         """A lease for `async with`: granted on enter, kept alive every TTL/3,
-        revoked on exit. `lease.id` is usable in put(lease=...)."""
+        revoked on exit. Pass the lease itself (or `lease.id`) to put(lease=...)."""
         return Lease(self, ttl, lease_id)
 
     def register_service(
@@ -424,6 +479,12 @@ class AsyncClient:
     async def move_leader(self, target_id: int, *, timeout: float | None = None) -> int:
         """Transfer leadership to member `target_id`; returns the previous
         leader's ID. Finds the leader through Status on each endpoint."""
+        return (await self.transfer_leadership(target_id, timeout=timeout)).previous_leader
+
+    async def transfer_leadership(
+        self, target_id: int, *, timeout: float | None = None
+    ) -> MoveLeaderResult:
+        """`move_leader` with the whole answer (the leader's response header)."""
         leader_ep, leader_id = None, 0
         for ep in self.endpoints:
             try:
@@ -436,7 +497,7 @@ class AsyncClient:
                 break
         if leader_ep is None:
             raise NoLeaderError("no leader endpoint among " + ",".join(self.endpoints))
-        await self.transport.unary(
+        _ep, resp = await self.transport.unary(
             "Maintenance",
             "MoveLeader",
             rpc_pb2.MoveLeaderRequest(targetID=target_id),
@@ -444,7 +505,7 @@ class AsyncClient:
             timeout=timeout,
             endpoint=leader_ep,
         )
-        return leader_id
+        return MoveLeaderResult(_convert.header(resp.header), leader_id, target_id)
 
     async def snapshot(
         self,

@@ -123,7 +123,7 @@ class Lease:
     Example::
 
         async with client.lease(ttl=10) as lease:
-            await client.put(b"/services/api/1", b"10.0.0.1:80", lease=lease.id)
+            await client.put(b"/services/api/1", b"10.0.0.1:80", lease=lease)  # or lease.id
             ...  # key lives while this block runs (and the process is alive)
 
     `expired` (asyncio.Event) is set if the lease was lost despite keepalives.

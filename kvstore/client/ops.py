@@ -30,6 +30,9 @@ from typing import Any, Generic, TypeVar
 from kvstore.pb import rpc_pb2
 
 KeyLike = str | bytes
+LeaseLike = Any
+"""A lease id (int) or any object with an integer `.id` (the Lease returned
+by `client.lease()`, sync or async), as python-etcd3 accepts."""
 
 _SORT_ORDER = {"none": 0, "ascend": 1, "descend": 2}
 _SORT_TARGET = {"key": 0, "version": 1, "create": 2, "mod": 3, "modify": 3, "value": 4}
@@ -44,6 +47,23 @@ def to_bytes(value: KeyLike) -> bytes:
     if isinstance(value, str):
         return value.encode()
     raise TypeError(f"expected str or bytes, got {type(value).__name__}")
+
+
+def lease_id_of(lease: LeaseLike) -> int:
+    """The integer id of `lease`: an int, or an object with an int `.id`.
+
+    Raises TypeError for anything else, and ValueError for a lease object
+    that was not granted yet (id 0 would silently mean "no lease")."""
+    if isinstance(lease, bool):
+        raise TypeError("lease must be a lease id (int) or a Lease, not bool")
+    if isinstance(lease, int):
+        return lease
+    lease_id = getattr(lease, "id", None)
+    if isinstance(lease_id, int) and not isinstance(lease_id, bool):
+        if lease_id == 0:
+            raise ValueError("lease object has not been granted yet (id 0)")
+        return lease_id
+    raise TypeError(f"lease must be a lease id (int) or a Lease, got {type(lease).__name__}")
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -129,7 +149,7 @@ def put_request(
     key: KeyLike,
     value: KeyLike = b"",
     *,
-    lease: int = 0,
+    lease: LeaseLike = 0,
     prev_kv: bool = False,
     ignore_value: bool = False,
     ignore_lease: bool = False,
@@ -137,7 +157,7 @@ def put_request(
     return rpc_pb2.PutRequest(
         key=to_bytes(key),
         value=to_bytes(value),
-        lease=lease,
+        lease=lease_id_of(lease),
         prev_kv=prev_kv,
         ignore_value=ignore_value,
         ignore_lease=ignore_lease,

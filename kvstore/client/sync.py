@@ -28,11 +28,21 @@ import asyncio
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kvstore.client.aio import AsyncClient
-from kvstore.client.ops import Txn
+from kvstore.client.config_view import (
+    ConfigView,
+    OnChange,
+    OnError,
+    Schema,
+    SyncConfigView,
+    open_sync_view,
+)
+from kvstore.client.configtree import Decoder
+from kvstore.client.ops import KeyLike, Txn
 
 T = TypeVar("T")
 
@@ -172,6 +182,8 @@ class Client(_Blocking):
         # Build the AsyncClient on its loop: grpc.aio objects belong to one loop.
         aio = runner.run(_make_async(endpoints, dial_timeout, command_timeout))
         super().__init__(aio, runner)
+        # Open config views by id (a Mapping is unhashable): closed with the client.
+        object.__setattr__(self, "_views", weakref.WeakValueDictionary())
 
     @property
     def endpoints(self) -> list[str]:
@@ -182,7 +194,39 @@ class Client(_Blocking):
         aio: AsyncClient = self._target
         return Txn(lambda req: self._runner.run(aio.txn_request(req, timeout=timeout)))
 
+    def config_view(
+        self,
+        prefix: KeyLike,
+        *,
+        schema: Schema | None = None,
+        decode: str | Decoder = "yaml",
+        on_change: OnChange | None = None,
+        on_error: OnError | None = None,
+        reconnect_timeout: float = 60.0,
+    ) -> SyncConfigView:
+        """Blocking `AsyncClient.config_view`: a live read-only mapping of the
+        keys under `prefix`. Callbacks run in order on the view's own thread
+        (they may call this client). Close with `view.close()` or `with`."""
+        aio: AsyncClient = self._target
+
+        async def make(change: OnChange | None, error: OnError | None) -> ConfigView:
+            return await aio.config_view(
+                prefix,
+                schema=schema,
+                decode=decode,
+                on_change=change,
+                on_error=error,
+                reconnect_timeout=reconnect_timeout,
+            )
+
+        view = open_sync_view(self._runner, make, on_change, on_error)
+        self._views[id(view)] = view
+        return view
+
     def close(self) -> None:
+        # Views still open stop first: their tasks and threads live on this loop.
+        for view in list(self._views.values()):
+            view.close()
         if not self._runner.loop.is_closed():
             self._runner.run(self._target.close())
             self._runner.stop()

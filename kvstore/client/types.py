@@ -115,6 +115,8 @@ class Event:
     prev_kv: KeyValue | None = None
     # Header revision of the response that carried the event.
     header_revision: int = 0
+    # The whole header of that response (None when built by hand).
+    header: Header | None = None
 
     @property
     def key(self) -> bytes:
@@ -134,6 +136,28 @@ class LeaseGrant:
     header: Header
     id: int
     ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveResult:
+    """One renewal: `ttl` is the new TTL in seconds (0: the lease is gone)."""
+
+    header: Header
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesResult:
+    header: Header
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaderResult:
+    header: Header
+    previous_leader: int
+    target: int
 
 
 @dataclass(frozen=True, slots=True)

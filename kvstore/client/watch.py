@@ -21,6 +21,7 @@ compaction or a rejected request would loop forever).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from typing import TYPE_CHECKING
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
 _NO_LEADER = "etcdserver: no leader"
 
 
-_QUEUE_EVENTS = 1024  # bounded: a slow consumer stops the pump -> gRPC flow control
+# Bounded (in responses): a slow consumer stops the pump -> gRPC flow control.
+_QUEUE_RESPONSES = 1024
 
 
 class _End:
@@ -96,7 +98,10 @@ class Watcher:
         self.reconnects = 0
         self.endpoint: str | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._queue: asyncio.Queue[Event | _End] = asyncio.Queue(_QUEUE_EVENTS)
+        # One item per WatchResponse: whole revisions (etcd and kvstore never
+        # split a revision across responses unless the watch asked to fragment).
+        self._queue: asyncio.Queue[list[Event] | _End] = asyncio.Queue(_QUEUE_RESPONSES)
+        self._pending: collections.deque[Event] = collections.deque()
         self._pump: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -132,8 +137,23 @@ class Watcher:
         return self
 
     async def __anext__(self) -> Event:
+        if not self._pending:
+            self._pending.extend(await self.next_batch())
+        return self._pending.popleft()
+
+    async def next_batch(self) -> list[Event]:
+        """The events of the next response: one or more WHOLE revisions, in
+        order (never part of a revision, so a transaction is seen at once).
+
+        Raises StopAsyncIteration when closed, or the error that ended the
+        watch (CompactedError ...). Do not mix with `async for` midway: events
+        already taken by the iterator are returned first."""
         if not self._started:
             await self.start()
+        if self._pending:
+            batch = list(self._pending)
+            self._pending.clear()
+            return batch
         if self._closed and self._queue.empty():
             raise StopAsyncIteration
         item = await self._queue.get()
@@ -155,8 +175,9 @@ class Watcher:
     async def _run_pump(self) -> None:
         try:
             while True:
-                for event in await self._receive():
-                    await self._queue.put(event)
+                events = await self._receive()
+                if events:
+                    await self._queue.put(events)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer

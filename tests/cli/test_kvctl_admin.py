@@ -82,7 +82,8 @@ def test_endpoint_status_health_hashkv(kvctl, cluster):
     assert [line.split(", ")[0] for line in lines] == cluster.endpoints
     assert sum(line.split(", ")[4] == "true" for line in lines) == 1
     statuses = json.loads(kvctl("endpoint", "status", "--cluster", "-w", "json").out)
-    assert sorted(s["endpoint"] for s in statuses) == sorted(cluster.endpoints)
+    # etcdctl's shape (issue 18): [{"Endpoint": ..., "Status": {...}}]
+    assert sorted(s["Endpoint"] for s in statuses) == sorted(cluster.endpoints)
     health = kvctl("endpoint", "health")
     assert health.code == 0
     assert all(
@@ -126,13 +127,17 @@ def test_snapshot_save_status_and_restore(kvctl, cluster, ns, tmp_path):
 
 
 def test_move_leader(kvctl, cluster):
-    statuses = json.loads(kvctl("endpoint", "status", "-w", "json").out)
+    # etcdctl's JSON shape (issue 18): each status under "Status".
+    statuses = [s["Status"] for s in json.loads(kvctl("endpoint", "status", "-w", "json").out)]
     leader = statuses[0]["leader"]
     target = next(s["header"]["member_id"] for s in statuses if s["header"]["member_id"] != leader)
     r = kvctl("move-leader", f"{target:x}")
     assert r.code == 0 and r.out == f"Leadership transferred from {leader:x} to {target:x}\n"
     wait_until(
-        lambda: json.loads(kvctl("endpoint", "status", "-w", "json").out)[0]["leader"] == target,
+        lambda: (
+            json.loads(kvctl("endpoint", "status", "-w", "json").out)[0]["Status"]["leader"]
+            == target
+        ),
         timeout=20,
         what="leadership moved",
     )

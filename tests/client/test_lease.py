@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from kvstore.client import Client, LeaseNotFoundError
+from kvstore.client import Client, LeaseNotFoundError, Op
 from kvstore.testing.waiting import wait_until
 
 
@@ -119,3 +119,24 @@ def test_keepalive_fails_over_when_its_member_is_killed(cluster, ns):
         wait_until(
             lambda: c.status(cluster.endpoints[victim]), timeout=30, what="killed member back"
         )
+
+
+def test_put_accepts_the_lease_object_as_well_as_its_id(client, ns):
+    with client.lease(30) as lease:
+        client.put(ns + "obj", "v", lease=lease)
+        client.put(ns + "id", "v", lease=lease.id)
+        client.txn().then(Op.put(ns + "txn", "v", lease=lease)).commit()
+        for name in ("obj", "id", "txn"):
+            assert client.get(ns + name).kvs[0].lease == lease.id
+        ttl = client.lease_time_to_live(lease.id, keys=True)
+        assert set(ttl.keys) == {(ns + n).encode() for n in ("obj", "id", "txn")}
+    # Revoking the lease object's lease deleted every key attached through it.
+    assert client.get(ns, prefix=True).count == 0
+
+
+def test_put_rejects_a_lease_of_the_wrong_type(client, ns):
+    with pytest.raises(TypeError, match="lease must be"):
+        client.put(ns + "k", "v", lease="123")
+    with pytest.raises(TypeError, match="lease must be"):
+        client.put(ns + "k", "v", lease=True)
+    assert client.get(ns + "k").count == 0
