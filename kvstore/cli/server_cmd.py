@@ -77,6 +77,11 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
 @_opt("--snapshot-count", type=int, default=100_000, show_default=True)
 @_opt("--max-request-bytes", type=int, default=1_572_864, show_default=True)
 @_opt("--listen-metrics-urls", default="", help="HTTP /metrics, /health, /version.")
+@_opt(
+    "--listen-client-http-urls",
+    default="",
+    help="HTTP/1.1 JSON gateway (/v3/...) and probes, as etcd 3.5's flag.",
+)
 @_opt("--quota-backend-bytes", type=int, default=0, show_default=True, help="0: 2 GiB.")
 @_opt("--auto-compaction-mode", default="periodic", show_default=True)
 @_opt("--auto-compaction-retention", default="0", show_default=True, help="'0': off.")
@@ -101,8 +106,12 @@ def _command(**kw: Any) -> None:
     )
     cfg = build_config(kw)
     try:
+        http_urls = split_urls(kw["listen_client_http_urls"], "--listen-client-http-urls")
+    except ConfigError as exc:
+        _die(str(exc), EXIT_BAD_CONFIG)
+    try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            code = runner.run(serve(cfg))
+            code = runner.run(serve(cfg, client_http_urls=http_urls))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
@@ -197,12 +206,15 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def serve(cfg: NodeConfig) -> int:
-    """Run until SIGTERM/SIGINT. Returns the process exit code."""
+async def serve(cfg: NodeConfig, client_http_urls: tuple[str, ...] | list[str] = ()) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code.
+
+    `client_http_urls`: where the JSON gateway listens (with the probes; both
+    are also on cfg.listen_metrics_urls)."""
     import grpc
 
     from kvstore.api import add_servicers, grpc_server_options
-    from kvstore.server.http import MetricsServer
+    from kvstore.gateway.server import GatewayServer
     from kvstore.server.runtime import KvNode, bind
 
     options = grpc_server_options(cfg.max_request_bytes)
@@ -213,7 +225,7 @@ async def serve(cfg: NodeConfig) -> int:
 
     client_server = grpc.aio.server(options=options)
     node = KvNode(cfg)
-    metrics: MetricsServer | None = None
+    metrics: GatewayServer | None = None
     try:
         for url in cfg.listen_client_urls:
             bind(client_server, url, "--listen-client-urls")
@@ -222,9 +234,12 @@ async def serve(cfg: NodeConfig) -> int:
         add_servicers(client_server, node.kv, max_request_bytes=cfg.max_request_bytes)
         await client_server.start()
         _freeze_startup_heap()
-        if cfg.listen_metrics_urls:
-            metrics = MetricsServer(node)
-            await metrics.start(cfg.listen_metrics_urls)
+        # The JSON gateway + probes (kvstore.gateway): HTTP/1.1 listeners.
+        metrics = GatewayServer(node, max_request_bytes=cfg.max_request_bytes)
+        await metrics.start(
+            [(u, "--listen-client-http-urls") for u in client_http_urls]
+            + [(u, "--listen-metrics-urls") for u in cfg.listen_metrics_urls]
+        )
     except Exception as exc:  # noqa: BLE001 - every startup failure is one line
         if not isinstance(exc, DataDirError | StartupError | ConfigError):
             log.debug("startup failed", exc_info=True)
@@ -236,7 +251,9 @@ async def serve(cfg: NodeConfig) -> int:
         click.echo(f"kvstore: error: {exc}", err=True)
         return EXIT_STARTUP
     addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
-    print(f"kvstore: ready to serve client requests on {addrs}", flush=True)
+    http = ", ".join(u.split("://", 1)[-1] for u in client_http_urls)
+    http_note = f" (HTTP/JSON gateway on {http})" if http else ""
+    print(f"kvstore: ready to serve client requests on {addrs}{http_note}", flush=True)
     log.info(
         "member %s (%x) of cluster %x started; data dir %s",
         cfg.name, node.kv.member_id, node.kv.cluster_id, cfg.data_dir,

@@ -1,0 +1,67 @@
+"""The gateway's HTTP/1.1 listeners.
+
+Owns: `GatewayServer`, the aiohttp runner and its sites on the node's loop:
+the JSON gateway with the probes on `--listen-client-http-urls` (etcd 3.5's
+flag) and on `--listen-metrics-urls` (there it replaces the older
+`server.http.MetricsServer` listener: same /metrics, /health, /version,
+plus /livez, /readyz and the gateway).
+Never: binds a port it was not given; starts before the node (the gateway
+needs `node.kv`); leaves a site open after `stop()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from kvstore.api.options import DEFAULT_MAX_REQUEST_BYTES
+from kvstore.gateway.app import Gateway, make_app
+from kvstore.gateway.probes import Probes
+from kvstore.server.config import host_port
+from kvstore.server.errors import StartupError
+
+STOP_GRACE_S = 2.0
+
+
+class GatewayServer:
+    def __init__(self, node: Any, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+        self._node = node
+        self._max_request_bytes = max_request_bytes
+        self._runner: web.AppRunner | None = None
+        self.ports: list[int] = []
+
+    def app(self) -> web.Application:
+        def gateway() -> Gateway | None:
+            kv = getattr(self._node, "kv", None)
+            return Gateway(kv, max_request_bytes=self._max_request_bytes) if kv else None
+
+        return make_app(gateway, Probes(self._node))
+
+    async def start(self, urls: list[tuple[str, str]]) -> None:
+        """Listen on every (url, flag) given; the flag names errors."""
+        if not urls:
+            return
+        # handler_cancellation: a client that goes away ends its handler
+        # (a watch with no events would otherwise run until the next write).
+        self._runner = web.AppRunner(
+            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=STOP_GRACE_S
+        )
+        await self._runner.setup()
+        for url, flag in urls:
+            host, port = host_port(url, flag)
+            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {url} ({flag}): {exc}") from exc
+            server = site._server  # noqa: SLF001 - aiohttp exposes no bound port
+            sockets = getattr(server, "sockets", None) or ()
+            self.ports.extend(s.getsockname()[1] for s in sockets[:1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.cleanup()
+            self._runner = None
