@@ -325,7 +325,8 @@ def make_app(
         gw = gateway() if path.startswith(PREFIXES) else None
         method = gw.route(path) if gw is not None else None
         if method is None or gw is None:
-            return _text(404, "Not Found\n")
+            # grpc-gateway's own 404 under its prefixes; Go's ServeMux elsewhere.
+            return _text(404, "Not Found\n" if gw is not None else "404 page not found\n")
         if request.method == "OPTIONS":
             return web.Response(status=200, headers=_CORS)
         if request.method != "POST":

@@ -70,9 +70,9 @@ def decode_value(value: Any, message: Message) -> Message:
         return message
     if not isinstance(value, dict):
         raise DecodeError(f"cannot unmarshal {_json_kind(value)} into a request object")
-    _check_bytes(value, message.DESCRIPTOR)
+    value = _known_fields(value, message.DESCRIPTOR)
     try:
-        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+        json_format.ParseDict(value, message)
     except json_format.ParseError as exc:
         raise DecodeError(_short(str(exc))) from None
     except (ValueError, TypeError, RecursionError) as exc:
@@ -124,15 +124,22 @@ _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
-def _check_bytes(value: dict[str, Any], descriptor: Any) -> None:
-    """Go's encoding/json decodes []byte with strict standard base64
-    (padding required, no URL-safe alphabet); protobuf's Python parser is
-    lenient (it would read "!!!" as b""), so bytes fields are checked first."""
+def _known_fields(value: dict[str, Any], descriptor: Any) -> dict[str, Any]:
+    """`value` without the keys the message does not have, at every level
+    (etcd 3.4's jsonpb ignores unknown fields; json_format's own
+    ignore_unknown_fields would also let an unknown *enum value* through,
+    which etcd refuses), with every bytes field checked first: Go decodes
+    []byte with strict standard base64 (padding required, no URL-safe
+    alphabet) where protobuf's Python parser would read "!!!" as b""."""
     fields = descriptor.fields_by_name
     by_json = descriptor.fields_by_camelcase_name
+    out: dict[str, Any] = {}
     for key, item in value.items():
         field = fields.get(key) or by_json.get(key)
-        if field is None or item is None:
+        if field is None:
+            continue
+        out[key] = item
+        if item is None:
             continue
         items = item if isinstance(item, list) else [item]
         if field.type == _BYTES:
@@ -140,9 +147,12 @@ def _check_bytes(value: dict[str, Any], descriptor: Any) -> None:
                 if isinstance(text, str):
                     _check_base64(text)
         elif field.type == _MESSAGE:
-            for sub in items:
-                if isinstance(sub, dict):
-                    _check_bytes(sub, field.message_type)
+            subs = [
+                _known_fields(sub, field.message_type) if isinstance(sub, dict) else sub
+                for sub in items
+            ]
+            out[key] = subs if isinstance(item, list) else subs[0]
+    return out
 
 
 def _check_base64(text: str) -> None:

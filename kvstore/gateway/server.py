@@ -30,6 +30,7 @@ class GatewayServer:
         self._node = node
         self._max_request_bytes = max_request_bytes
         self._runner: web.AppRunner | None = None
+        self._shared: Any = None
         self.ports: list[int] = []
 
     def app(self) -> web.Application:
@@ -39,19 +40,27 @@ class GatewayServer:
 
         return make_app(gateway, Probes(self._node))
 
+    async def _setup(self) -> web.AppRunner:
+        if self._runner is None:
+            # handler_cancellation: a client that goes away ends its handler
+            # (a watch with no events would otherwise run until the next write).
+            self._runner = web.AppRunner(
+                self.app(),
+                handler_cancellation=True,
+                access_log=None,
+                shutdown_timeout=STOP_GRACE_S,
+            )
+            await self._runner.setup()
+        return self._runner
+
     async def start(self, urls: list[tuple[str, str]]) -> None:
         """Listen on every (url, flag) given; the flag names errors."""
         if not urls:
             return
-        # handler_cancellation: a client that goes away ends its handler
-        # (a watch with no events would otherwise run until the next write).
-        self._runner = web.AppRunner(
-            self.app(), handler_cancellation=True, access_log=None, shutdown_timeout=STOP_GRACE_S
-        )
-        await self._runner.setup()
+        runner = await self._setup()
         for url, flag in urls:
             host, port = host_port(url, flag)
-            site = web.TCPSite(self._runner, host, port, reuse_address=True)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
             try:
                 await site.start()
             except OSError as exc:
@@ -60,7 +69,26 @@ class GatewayServer:
             sockets = getattr(server, "sockets", None) or ()
             self.ports.extend(s.getsockname()[1] for s in sockets[:1])
 
+    async def share(self, urls: tuple[str, ...] | list[str], grpc_unix_path: str) -> None:
+        """EXPERIMENTAL (gateway.portshare): serve the gateway on the client
+        URLs too, piping HTTP/2 connections to the gRPC server at
+        `grpc_unix_path`."""
+        from kvstore.gateway.portshare import SharedPortListener
+
+        runner = await self._setup()
+        assert runner.server is not None
+        self._shared = SharedPortListener(grpc_unix_path, runner.server)
+        for url in urls:
+            host, port = host_port(url, "--listen-client-urls")
+            try:
+                await self._shared.start(host, port)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {url} (--listen-client-urls): {exc}") from exc
+
     async def stop(self) -> None:
+        if self._shared is not None:
+            await self._shared.stop()
+            self._shared = None
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
