@@ -99,6 +99,7 @@ class Gateway:
         # this the message cannot fit the gRPC limit whatever it holds.
         self.max_body_bytes = 4 * self.grpc_limit
         self._methods: dict[str, _Method] = {}
+        self._auth: Any = None
         pool = descriptor_pool.Default()
         for path, full in ROUTES.items():
             service, name = full.strip("/").split("/")
@@ -107,8 +108,18 @@ class Gateway:
                 handler = generic.service(_Details(full))  # type: ignore[arg-type]
                 if handler is not None:
                     break
+            if handler is None and service == "etcdserverpb.Auth":
+                handler = self._auth_disabled(kv, name)
             desc = pool.FindMethodByName(f"{service}.{name}")
             self._methods[path] = _Method(handler, message_factory.GetMessageClass(desc.input_type))
+
+    def _auth_disabled(self, kv: Any, name: str) -> Any:
+        """No Auth service on this node: answer as etcd with auth disabled."""
+        from kvstore.gateway.auth_disabled import AuthDisabledServicer
+
+        if self._auth is None:
+            self._auth = AuthDisabledServicer(kv)
+        return grpc.unary_unary_rpc_method_handler(getattr(self._auth, name))
 
     def route(self, path: str) -> _Method | None:
         for prefix in PREFIXES:

@@ -120,6 +120,18 @@ def scenario(node: GatewayNode) -> list[dict]:
         if key in out[-1]["body"]:
             out[-1]["body"][key] = "<volatile>"
     call("alarm list", "/v3/maintenance/alarm", {})
+    # Auth, disabled with an empty store (kvstore has no Auth service yet).
+    call("auth authenticate", "/v3/auth/authenticate", {"name": "root", "password": "x"})
+    call("auth enable", "/v3/auth/enable", {})
+    call("auth disable", "/v3/auth/disable", {})
+    call("auth user list", "/v3/auth/user/list", {})
+    call("auth role list", "/v3/auth/role/list", {})
+    call("auth user get", "/v3/auth/user/get", {"name": "nobody"})
+    call("auth user grant", "/v3/auth/user/grant", {"user": "nobody", "role": "r"})
+    call("auth role get", "/v3/auth/role/get", {"role": "none"})
+    call("auth role revoke", "/v3/auth/role/revoke", {"role": "none", "key": b64("k")})
+    call("auth user add empty", "/v3/auth/user/add", {})
+    call("auth role add empty", "/v3/auth/role/add", {})
     call("v3beta prefix", "/v3beta/kv/range", {"key": b64("foo")})
 
     # Bad input.
