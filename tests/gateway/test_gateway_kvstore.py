@@ -115,3 +115,32 @@ def test_experimental_shared_client_port(tmp_path: object) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_watch_ends_when_its_http_client_goes_away(kvstore_gw: GatewayNode) -> None:
+    """aiohttp's handler cancellation reaches the watch stream: no leak."""
+    import socket
+
+    def gauge(name: str) -> float:
+        _, raw = http("GET", kvstore_gw.metrics_base + "/metrics", None, 5)
+        for line in raw.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not exported")
+
+    streams = "etcd_debugging_mvcc_watch_stream_total"
+    before = gauge(streams)
+    host, port = kvstore_gw.base.removeprefix("http://").split(":")
+    body = json.dumps({"create_request": {"key": b64("gone")}}).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        received = b""
+        while b'"created":true' not in received:  # headers and the first line
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        wait_until(lambda: gauge(streams) == before + 1, timeout=10, what="stream open")
+    wait_until(lambda: gauge(streams) == before, timeout=10, what="stream closed")
