@@ -27,6 +27,7 @@ traceback-like page); never buffers more than `max_body_bytes` of a body.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import logging
@@ -100,6 +101,7 @@ class Gateway:
         self.max_body_bytes = 4 * self.grpc_limit
         self._methods: dict[str, _Method] = {}
         self._auth: Any = None
+        self._streams: set[asyncio.Task[Any]] = set()
         pool = descriptor_pool.Default()
         for path, full in ROUTES.items():
             service, name = full.strip("/").split("/")
@@ -120,6 +122,12 @@ class Gateway:
         if self._auth is None:
             self._auth = AuthDisabledServicer(kv)
         return grpc.unary_unary_rpc_method_handler(getattr(self._auth, name))
+
+    def close_streams(self) -> None:
+        """End every streamed response now (watch, keepalive, observe never
+        end on their own: waiting for them would only delay shutdown)."""
+        for task in list(self._streams):
+            task.cancel()
 
     def route(self, path: str) -> _Method | None:
         for prefix in PREFIXES:
@@ -178,7 +186,7 @@ class Gateway:
         message: Message,
         ctx: GatewayContext,
     ) -> web.StreamResponse:
-        return await _stream_out(request, handler.unary_stream(message, ctx))
+        return await _stream_out(request, handler.unary_stream(message, ctx), self._streams)
 
     async def _bidi(
         self, request: web.Request, method: _Method, ctx: GatewayContext
@@ -213,7 +221,8 @@ class Gateway:
                     return
                 yield msg
 
-        return await _stream_out(request, method.handler.stream_stream(requests(), ctx))
+        responses = method.handler.stream_stream(requests(), ctx)
+        return await _stream_out(request, responses, self._streams)
 
 
 class _Eof:
@@ -265,9 +274,16 @@ class _JsonSequence:
                 raise codec.DecodeError("invalid UTF-8 in request") from None
 
 
-async def _stream_out(request: web.Request, responses: AsyncIterator[Any]) -> web.StreamResponse:
+async def _stream_out(
+    request: web.Request, responses: AsyncIterator[Any], streams: set[asyncio.Task[Any]]
+) -> web.StreamResponse:
     """One `{"result": …}` line per response; an error ends it with an
-    `{"error": {…}}` line (grpc-gateway v1 ForwardResponseStream)."""
+    `{"error": {…}}` line (grpc-gateway v1 ForwardResponseStream). The
+    handler's task is in `streams` meanwhile (see Gateway.close_streams)."""
+    task = asyncio.current_task()
+    if task is not None:
+        streams.add(task)
+        task.add_done_callback(streams.discard)
     resp = web.StreamResponse(status=200, headers=_JSON_HEADERS)
     resp.enable_chunked_encoding()
     await resp.prepare(request)

@@ -31,12 +31,15 @@ class GatewayServer:
         self._max_request_bytes = max_request_bytes
         self._runner: web.AppRunner | None = None
         self._shared: Any = None
+        self._gateway: Gateway | None = None
         self.ports: list[int] = []
 
     def app(self) -> web.Application:
         def gateway() -> Gateway | None:
             kv = getattr(self._node, "kv", None)
-            return Gateway(kv, max_request_bytes=self._max_request_bytes) if kv else None
+            if kv is not None:
+                self._gateway = Gateway(kv, max_request_bytes=self._max_request_bytes)
+            return self._gateway
 
         return make_app(gateway, Probes(self._node))
 
@@ -86,6 +89,10 @@ class GatewayServer:
                 raise StartupError(f"cannot listen on {url} (--listen-client-urls): {exc}") from exc
 
     async def stop(self) -> None:
+        """Stop listening; unary requests in flight get STOP_GRACE_S, streams
+        (endless by nature) end at once."""
+        if self._gateway is not None:
+            self._gateway.close_streams()
         if self._shared is not None:
             await self._shared.stop()
             self._shared = None
