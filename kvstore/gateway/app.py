@@ -156,6 +156,12 @@ class Gateway:
         except codec.DecodeError as exc:
             return _error(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Exception:  # noqa: BLE001 - logged, never leaked to the client
+            code = ctx.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                # A status set before raising (the generated base servicer's
+                # "Method not implemented!"): grpc answers with it, so do we.
+                log.debug("gateway: %s: %s", request.path, ctx.details(), exc_info=True)
+                return _error(code, ctx.details())
             log.exception("gateway: %s failed", request.path)
             return _error(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 

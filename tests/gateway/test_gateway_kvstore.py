@@ -144,3 +144,10 @@ def test_a_watch_ends_when_its_http_client_goes_away(kvstore_gw: GatewayNode) ->
             received += chunk
         wait_until(lambda: gauge(streams) == before + 1, timeout=10, what="stream open")
     wait_until(lambda: gauge(streams) == before, timeout=10, what="stream closed")
+
+
+def test_a_method_the_servicer_lacks_answers_unimplemented(kvstore_gw: GatewayNode) -> None:
+    """etcd 3.5's /maintenance/downgrade: the generated base servicer sets
+    UNIMPLEMENTED and raises; the gateway answers that status, as grpc does."""
+    status, err = post(kvstore_gw, "/v3/maintenance/downgrade", {})
+    assert (status, err["code"], err["message"]) == (501, 12, "Method not implemented!")
