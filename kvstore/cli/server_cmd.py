@@ -214,6 +214,7 @@ async def serve(cfg: NodeConfig, client_http_urls: tuple[str, ...] | list[str] =
     import grpc
 
     from kvstore.api import add_servicers, grpc_server_options
+    from kvstore.gateway.portshare import experimental_shared_socket
     from kvstore.gateway.server import GatewayServer
     from kvstore.server.runtime import KvNode, bind
 
@@ -226,15 +227,10 @@ async def serve(cfg: NodeConfig, client_http_urls: tuple[str, ...] | list[str] =
     client_server = grpc.aio.server(options=options)
     node = KvNode(cfg)
     metrics: GatewayServer | None = None
-    # EXPERIMENTAL (kvstore.gateway.portshare): gRPC behind a unix socket and
-    # the gateway on the client port too. Off: it costs gRPC >5 % (README).
-    shared_sock = ""
-    if os.environ.get("KVSTORE_EXPERIMENTAL_SHARED_CLIENT_PORT", "") == "1":
-        import tempfile
-
-        shared_sock = os.path.join(tempfile.mkdtemp(prefix="kvstore-"), "grpc.sock")
+    # "" unless KVSTORE_EXPERIMENTAL_SHARED_CLIENT_PORT=1 (off: costs gRPC >5 %).
+    shared_sock = experimental_shared_socket()
     try:
-        for url in cfg.listen_client_urls if not shared_sock else ():
+        for url in () if shared_sock else cfg.listen_client_urls:
             bind(client_server, url, "--listen-client-urls")
         if shared_sock:
             client_server.add_insecure_port(f"unix:{shared_sock}")
@@ -262,17 +258,8 @@ async def serve(cfg: NodeConfig, client_http_urls: tuple[str, ...] | list[str] =
         click.echo(f"kvstore: error: {exc}", err=True)
         return EXIT_STARTUP
     addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
-    # The JSON gateway does not share the gRPC port (kvstore.gateway.portshare
-    # measured the cost): say where it is, as the README does.
-    http = ", ".join(u.split("://", 1)[-1] for u in client_http_urls)
-    http_note = (
-        f" (gRPC; HTTP/JSON gateway on {http})"
-        if http
-        else " (gRPC; HTTP/JSON gateway: --listen-client-http-urls)"
-    )
-    if shared_sock:
-        http_note = " (gRPC and HTTP/JSON gateway, shared port: experimental)"
-    print(f"kvstore: ready to serve client requests on {addrs}{http_note}", flush=True)
+    note = metrics.ready_note(client_http_urls)  # where the JSON gateway is
+    print(f"kvstore: ready to serve client requests on {addrs}{note}", flush=True)
     log.info(
         "member %s (%x) of cluster %x started; data dir %s",
         cfg.name, node.kv.member_id, node.kv.cluster_id, cfg.data_dir,

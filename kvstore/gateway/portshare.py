@@ -20,10 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+ENV_VAR = "KVSTORE_EXPERIMENTAL_SHARED_CLIENT_PORT"
+
+
+def experimental_shared_socket() -> str:
+    """The unix socket path the gRPC server should listen on instead of the
+    client URLs when ENV_VAR=1 (a fresh private directory); "" otherwise."""
+    if os.environ.get(ENV_VAR, "") != "1":
+        return ""
+    return os.path.join(tempfile.mkdtemp(prefix="kvstore-grpc-"), "grpc.sock")
 
 
 class _Pipe(asyncio.Protocol):

@@ -12,6 +12,8 @@ needs `node.kv`); leaves a site open after `stop()`.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +34,7 @@ class GatewayServer:
         self._runner: web.AppRunner | None = None
         self._shared: Any = None
         self._gateway: Gateway | None = None
+        self._shared_dir = ""
         self.ports: list[int] = []
 
     def app(self) -> web.Application:
@@ -55,6 +58,16 @@ class GatewayServer:
             )
             await self._runner.setup()
         return self._runner
+
+    def ready_note(self, client_http_urls: tuple[str, ...] | list[str]) -> str:
+        """What the ready line adds: where the JSON gateway is (it does not
+        share the gRPC port unless the experimental switch is on)."""
+        if self._shared is not None:
+            return " (gRPC and HTTP/JSON gateway, shared port: experimental)"
+        http = ", ".join(u.split("://", 1)[-1] for u in client_http_urls)
+        if http:
+            return f" (gRPC; HTTP/JSON gateway on {http})"
+        return " (gRPC; HTTP/JSON gateway: --listen-client-http-urls)"
 
     async def start(self, urls: list[tuple[str, str]]) -> None:
         """Listen on every (url, flag) given; the flag names errors."""
@@ -81,6 +94,7 @@ class GatewayServer:
         runner = await self._setup()
         assert runner.server is not None
         self._shared = SharedPortListener(grpc_unix_path, runner.server)
+        self._shared_dir = os.path.dirname(grpc_unix_path)
         for url in urls:
             host, port = host_port(url, "--listen-client-urls")
             try:
@@ -96,6 +110,7 @@ class GatewayServer:
         if self._shared is not None:
             await self._shared.stop()
             self._shared = None
+            shutil.rmtree(self._shared_dir, ignore_errors=True)
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner.cleanup()
