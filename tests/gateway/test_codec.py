@@ -115,3 +115,47 @@ def test_every_route_names_a_real_method() -> None:
     for path, full in ROUTES.items():
         service, name = full.strip("/").split("/")
         assert pool.FindMethodByName(f"{service}.{name}"), path
+
+
+class _Content:
+    """request.content stand-in: hands out the given chunks, then b""."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+
+    async def readany(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
+class _Request:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.content = _Content(chunks)
+
+
+def _values(chunks: list[bytes]) -> list[object]:
+    from kvstore.gateway.app import _EOF, _JsonSequence
+
+    async def run() -> list[object]:
+        seq = _JsonSequence(_Request(chunks), 1 << 20)  # type: ignore[arg-type]
+        out: list[object] = []
+        while (value := await seq.next_value()) is not _EOF:
+            out.append(value)
+        return out
+
+    return asyncio.run(run())
+
+
+def test_request_stream_values_split_anywhere_across_chunks() -> None:
+    body = '{"create_request":{"key":"é"}}\n{"cancel_request":{}} {"x":[1,2]}'.encode()
+    expected = [{"create_request": {"key": "é"}}, {"cancel_request": {}}, {"x": [1, 2]}]
+    for cut in range(1, len(body)):  # including inside the two-byte "é"
+        assert _values([body[:cut], body[cut:]]) == expected, cut
+    assert _values([body]) == expected
+    assert _values([]) == []
+
+
+def test_request_stream_garbage_is_a_decode_error_at_its_end() -> None:
+    with pytest.raises(codec.DecodeError):
+        _values([b'{"a":1} garbage'])
+    with pytest.raises(codec.DecodeError):
+        _values([b'{"a":', b"\xff}"])
