@@ -82,6 +82,11 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
 @_opt("--snapshot-count", type=int, default=100_000, show_default=True)
 @_opt("--max-request-bytes", type=int, default=1_572_864, show_default=True)
 @_opt("--listen-metrics-urls", default="", help="HTTP /metrics, /health, /version.")
+@_opt(
+    "--listen-client-http-urls",
+    default="",
+    help="HTTP/1.1 JSON gateway (/v3/...) and probes, as etcd 3.5's flag.",
+)
 @_opt("--quota-backend-bytes", type=int, default=0, show_default=True, help="0: 2 GiB.")
 @_opt("--auto-compaction-mode", default="periodic", show_default=True)
 @_opt("--auto-compaction-retention", default="0", show_default=True, help="'0': off.")
@@ -135,6 +140,10 @@ def _command(**kw: Any) -> None:
         _die(f"--log-outputs/--log-format: {exc}", EXIT_BAD_CONFIG)
     cfg = build_config(kw)
     try:
+        http_urls = split_urls(kw["listen_client_http_urls"], "--listen-client-http-urls")
+    except ConfigError as exc:
+        _die(str(exc), EXIT_BAD_CONFIG)
+    try:
         tracing_cfg = tracing.TracingConfig(
             enabled=kw["enable_distributed_tracing"],
             address=kw["distributed_tracing_address"],
@@ -146,7 +155,7 @@ def _command(**kw: Any) -> None:
         _die(str(exc), EXIT_BAD_CONFIG)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            code = runner.run(serve(cfg, tracing_cfg))
+            code = runner.run(serve(cfg, tracing_cfg, client_http_urls=http_urls))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
@@ -241,14 +250,22 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def serve(cfg: NodeConfig, tracing_cfg: tracing.TracingConfig | None = None) -> int:
-    """Run until SIGTERM/SIGINT. Returns the process exit code."""
+async def serve(
+    cfg: NodeConfig,
+    tracing_cfg: tracing.TracingConfig | None = None,
+    client_http_urls: tuple[str, ...] | list[str] = (),
+) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code.
+
+    `client_http_urls`: where the JSON gateway listens (with the probes; both
+    are also on cfg.listen_metrics_urls)."""
     # Deferred: RocksDB and the node's modules load here, not when the
     # command only parses flags, prints --help or refuses a bad flag.
     import grpc
 
     from kvstore.api import add_servicers, grpc_server_options
-    from kvstore.server.http import MetricsServer
+    from kvstore.gateway.portshare import experimental_shared_socket
+    from kvstore.gateway.server import GatewayServer
     from kvstore.server.runtime import KvNode, bind
 
     options = grpc_server_options(cfg.max_request_bytes)
@@ -262,19 +279,28 @@ async def serve(cfg: NodeConfig, tracing_cfg: tracing.TracingConfig | None = Non
     interceptors = [traced.interceptor] if traced is not None else None
     client_server = grpc.aio.server(options=options, interceptors=interceptors)
     node = KvNode(cfg)
-    metrics: MetricsServer | None = None
+    metrics: GatewayServer | None = None
+    # "" unless KVSTORE_EXPERIMENTAL_SHARED_CLIENT_PORT=1 (off: costs gRPC >5 %).
+    shared_sock = experimental_shared_socket()
     try:
-        for url in cfg.listen_client_urls:
+        for url in () if shared_sock else cfg.listen_client_urls:
             bind(client_server, url, "--listen-client-urls")
+        if shared_sock:
+            client_server.add_insecure_port(f"unix:{shared_sock}")
         await node.start()
         assert node.kv is not None
         logsetup.set_member(node.kv.member_id, node.kv.cluster_id)
         add_servicers(client_server, node.kv, max_request_bytes=cfg.max_request_bytes)
         await client_server.start()
         _freeze_startup_heap()
-        if cfg.listen_metrics_urls:
-            metrics = MetricsServer(node, node.metrics)
-            await metrics.start(cfg.listen_metrics_urls)
+        # The JSON gateway + probes (kvstore.gateway): HTTP/1.1 listeners.
+        metrics = GatewayServer(node, max_request_bytes=cfg.max_request_bytes)
+        await metrics.start(
+            [(u, "--listen-client-http-urls") for u in client_http_urls]
+            + [(u, "--listen-metrics-urls") for u in cfg.listen_metrics_urls]
+        )
+        if shared_sock:
+            await metrics.share(cfg.listen_client_urls, shared_sock)
     except Exception as exc:  # noqa: BLE001 - every startup failure is one line
         if not isinstance(exc, DataDirError | StartupError | ConfigError):
             log.debug("startup failed", exc_info=True)
@@ -288,7 +314,8 @@ async def serve(cfg: NodeConfig, tracing_cfg: tracing.TracingConfig | None = Non
         click.echo(f"kvstore: error: {exc}", err=True)
         return EXIT_STARTUP
     addrs = ", ".join(u.split("://", 1)[-1] for u in cfg.listen_client_urls)
-    print(f"kvstore: ready to serve client requests on {addrs}", flush=True)
+    note = metrics.ready_note(client_http_urls)  # where the JSON gateway is
+    print(f"kvstore: ready to serve client requests on {addrs}{note}", flush=True)
     _log_startup(cfg, node)
     log.info(
         "member %s (%x) of cluster %x started; data dir %s",

@@ -52,7 +52,7 @@ def test_compose_services_shape(resolved: dict) -> None:
         assert svc["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim", name
         assert svc["restart"] == "unless-stopped", name
         test = svc["healthcheck"]["test"]
-        assert test[0] == "CMD" and "/health" in " ".join(test), name
+        assert test[0] == "CMD" and "/readyz" in " ".join(test), name
         volumes = svc["volumes"]
         volume_targets = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in volumes]
         assert volume_targets == ["/var/lib/kvstore"], name
