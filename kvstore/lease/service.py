@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvstore import errors
+from kvstore import failpoints as fp
 from kvstore.lease.forward import FORWARD_TIMEOUT_S, KeepAliveForwarder, forward_error
 from kvstore.lease.leader import LeaderLeases
 from kvstore.lease.lessor import MAX_LEASE_TTL_S, Lessor
@@ -265,6 +266,7 @@ class LeaseService:
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
+            fp.ON and fp.hit("lease_before_revoke")
             await self._propose("lease_revoke", rpc_pb2.LeaseRevokeRequest(ID=lease_id))
         except errors.EtcdError as exc:
             if exc != errors.LEASE_NOT_FOUND():

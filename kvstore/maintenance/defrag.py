@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kvstore import failpoints as fp
+
 
 @dataclass
 class DefragResult:
@@ -24,6 +26,7 @@ class DefragResult:
 
 def defragment(backend: Any) -> DefragResult:
     """Flush memtables, then compact all families fully. Thread-safe vs. writes."""
+    fp.ON and fp.hit("defrag_before")
     before = backend.size_bytes()
     start = time.monotonic()
     backend.flush()
@@ -32,4 +35,5 @@ def defragment(backend: Any) -> DefragResult:
         # and this module is its only user (documented in CONTRACTS.md).
         fam = backend._families[family]
         fam.compact_range(None, None)
+    fp.ON and fp.hit("defrag_after")
     return DefragResult(before, backend.size_bytes(), time.monotonic() - start)

@@ -49,6 +49,7 @@ from typing import Any
 
 import grpc
 
+from kvstore import failpoints as fp
 from kvstore.maintenance.backup import (
     APPLIED_INDEX_KEY,
     APPLIED_TERM_KEY,
@@ -200,6 +201,7 @@ class SnapshotSender:
         self._spool.mkdir(parents=True, exist_ok=True)
         path = self._spool / f"send-{peer:x}-{next(self._seq)}.snap"
         try:
+            fp.ON and fp.hit("snapshot_before_send")
             address = self._peer_address(peer)
             if address is None:
                 raise ConnectionError(f"no address for peer {peer:x}")
@@ -291,6 +293,7 @@ class SnapshotReceiver:
         self._spool.mkdir(parents=True, exist_ok=True)
         n = next(self._seq)
         tmp = self._spool / f"recv-{os.getpid()}-{n}.tmp"
+        fp.ON and fp.hit("snapshot_before_receive")
         msg: Message | None = None
         received = 0
         done = False
@@ -509,7 +512,9 @@ class SnapshotInstaller:
         with staged:  # leaving without commit drops the staged families
             if fresh:
                 self._fill(staged, path, None)
+            fp.ON and fp.hit("snapshot_before_install")
             staged.commit(final)
+            fp.ON and fp.hit("snapshot_after_install")
         self.last_batches = staged.batches_written
         self.last_max_batch_bytes = staged.max_batch_bytes
         self.installed += 1

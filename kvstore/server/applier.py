@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvstore import errors
+from kvstore import failpoints as fp
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
 from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
 
@@ -126,6 +127,7 @@ class Applier:
         The driver stages while its Raft write is in flight and commits after
         (RocksDB serializes writes, so committing earlier would block the loop
         on the fsync). Until `commit`, results must not be handed out."""
+        fp.ON and fp.hit("apply_before_batch")
         result = ApplyResult(applied_index=self.applied_index)
         todo = [e for e in entries if e.index > self.applied_index]
         if not todo:
@@ -151,7 +153,9 @@ class Applier:
         """Write a staged batch (one unsynced WriteBatch; the Raft log is the
         durable record) and fill `result.events`."""
         if result.batch is not None:
+            fp.ON and fp.hit("apply_before_commit")
             result.events = result.batch.commit(sync=False) or []
+            fp.ON and fp.hit("apply_after_commit")
             result.batch = None
         return result
 
