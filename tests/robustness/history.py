@@ -22,6 +22,8 @@ from kvstore.testing.checkers import watch as watch_check
 # The bound the server documents for a key outliving its lease, beyond the
 # latest instant its lease can expire (tests/e2e/test_watch_lease_failover.py):
 # checkpoint interval (2 s) + 2 election timeouts (2 s) + 2 s of scheduling.
+# A leader change may restart the clock at up to the full TTL (see
+# kvstore/testing/checkers/lease.py), so leader changes are recorded too.
 LEASE_BOUND_S = 2.0 + 2 * 1.0 + 2.0
 
 
@@ -49,6 +51,8 @@ class History:
     leases: list[dict[str, Any]] = field(default_factory=list)
     compactions: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    # [time first seen, term, leader member id] for each new (term, leader)
+    leader_changes: list[list[Any]] = field(default_factory=list)
     final_revision: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -60,7 +64,7 @@ class History:
     def from_json(cls, d: dict[str, Any]) -> History:
         h = cls(seed=d["seed"])
         h.ops = [OpRecord(**o) for o in d["ops"]]
-        for name in ("watches", "leases", "compactions", "faults", "notes"):
+        for name in ("watches", "leases", "compactions", "faults", "notes", "leader_changes"):
             setattr(h, name, d.get(name, []))
         h.final_revision = d.get("final_revision", 0)
         return h
@@ -198,6 +202,7 @@ def to_lease_records(h: History) -> list[lease_check.LeaseRecord]:
                 keys={k.encode(): t for k, t in d["keys"].items()},
                 renewals=[lease_check.Renewal(*r) for r in d["renewals"]],
                 revoke_call=d.get("revoke_call"),
+                revoke_ok=d.get("revoke_ok", False),
                 observations=[
                     lease_check.Observation(k.encode(), c, r, p) for k, c, r, p in d["observations"]
                 ],
@@ -247,9 +252,10 @@ def check(h: History, lease_bound_s: float = LEASE_BOUND_S) -> CheckResult:
         anomalies.append("linearizability:\n" + result.describe())
     anomalies += [f"revision order: {v}" for v in lin.check_real_time_revisions(ops)[:20]]
     anomalies += _serializable_reads(h)
-    anomalies += [
-        f"lease: {v}" for v in lease_check.check_leases(to_lease_records(h), lease_bound_s)
-    ]
+    promotions = [t for t, _, _ in h.leader_changes]
+    leases = lease_check.check_leases(to_lease_records(h), lease_bound_s, promotions)
+    anomalies += [f"lease: {v}" for v in leases]
+    stats["leader_changes"] = len(h.leader_changes)
     return CheckResult(anomalies, stats)
 
 

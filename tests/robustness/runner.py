@@ -215,6 +215,18 @@ class Cluster:
             await asyncio.sleep(0.2)
         raise TimeoutError(f"cluster not healthy within {timeout_s}s")
 
+    async def watch_leaders(self, history: History, stop: asyncio.Event) -> None:
+        """Record each new (term, leader) the first time any member reports it
+        (the lease checker's promotions; a late sighting only loosens it)."""
+        seen: set[tuple[int, int]] = set()
+        while not stop.is_set():
+            for s in await asyncio.gather(*(self.status(i) for i in range(3))):
+                if s is not None and s.leader and (s.raftTerm, s.leader) not in seen:
+                    seen.add((s.raftTerm, s.leader))
+                    history.leader_changes.append([now(), s.raftTerm, s.leader])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
@@ -375,8 +387,11 @@ async def run(cfg: RunConfig) -> dict[str, Any]:
     for i in range(3):
         cluster.spawn(i)
     report: dict[str, Any] = {"seed": cfg.seed, "faults": {}, "notes": history.notes}
+    stop_watching = asyncio.Event()
+    leaders: asyncio.Task[None] | None = None
     try:
         await cluster.wait_healthy(60)
+        leaders = asyncio.create_task(cluster.watch_leaders(history, stop_watching))
         traffic = Traffic(TrafficConfig(cluster.endpoints, cfg.seed), history)
         await traffic.start()
         nemesis = Nemesis(cfg, cluster, history)
@@ -396,6 +411,9 @@ async def run(cfg: RunConfig) -> dict[str, Any]:
         report["faults"] = nemesis.counts
         report["failpoints_fired"] = sum(1 for f in history.faults if f.get("fired"))
     finally:
+        stop_watching.set()
+        if leaders is not None:
+            await asyncio.gather(leaders, return_exceptions=True)
         await cluster.close()
         cluster.stop_all()
         history.save(out / "history.json")

@@ -227,3 +227,23 @@ def test_keepalive_not_found_before_expiry_is_reported() -> None:
     rec = lease(renewals=[Renewal(1.0, 1.1, 0)])
     assert check_lease(rec, bound_s=1.0)
     assert check_lease(lease(renewals=[Renewal(1.0, 1.1, 0)], revoke=0.5), bound_s=1.0) == []
+
+
+def test_leader_change_restarts_the_lease_clock_but_only_by_one_ttl() -> None:
+    # Granted at 0 (TTL 5, latest expiry 5.1); a new leader was first seen at 4.0.
+    late = lease(observations=[Observation(b"l", 9.5, 9.6, True)])
+    assert check_lease(late, bound_s=1.0, promotions=[4.0]) == []  # 4.0 + 5 + 1 >= 9.5
+    (v,) = check_lease(late, bound_s=1.0, promotions=[])
+    assert "still present" in v
+    # A promotion after the observation, or before the grant, does not count.
+    assert check_lease(late, bound_s=1.0, promotions=[-3.0, 9.8])
+    beyond = lease(observations=[Observation(b"l", 10.5, 10.6, True)])
+    assert check_lease(beyond, bound_s=1.0, promotions=[4.0])
+
+
+def test_key_outliving_an_explicit_revoke_is_reported() -> None:
+    rec = lease(revoke=1.0, observations=[Observation(b"l", 3.0, 3.1, True)])
+    assert check_lease(rec, bound_s=1.0) == []  # the revoke got no answer: may have failed
+    rec.revoke_ok = True
+    (v,) = check_lease(rec, bound_s=1.0)
+    assert "after the revoke" in v

@@ -381,6 +381,7 @@ class Traffic:
             "keys": {},
             "renewals": [],
             "revoke_call": None,
+            "revoke_ok": False,
             "observations": [],
         }
         self.h.leases.append(rec)
@@ -399,6 +400,7 @@ class Traffic:
             rec["revoke_call"] = now()
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=g.ID), timeout=OP_TIMEOUT_S)
+                rec["revoke_ok"] = True
         # Observe the key until it is gone (linearizable reads, any member).
         last = max([rec["grant_ret"]] + [r[1] for r in rec["renewals"]])
         deadline = last + rec["ttl"] + 15.0
