@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +69,8 @@ FAILPOINT_SPECS = [
 class RunConfig:
     seed: int
     duration_s: float
-    faults: list[str]  # kill stop failpoint partition_leader partition_minority bridge loss
+    # kill stop failpoint membership | partition_leader partition_minority bridge loss
+    faults: list[str]
     out_dir: str
     netns_members: list[str] | None = None  # namespace per member, or None: loopback
     member_ips: list[str] | None = None
@@ -105,6 +107,8 @@ class Cluster:
                 )
             )
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # member index -> --initial-cluster for a member re-added after removal
+        self.joined: dict[int, str] = {}
 
     @property
     def endpoints(self) -> list[str]:
@@ -126,6 +130,9 @@ class Cluster:
             "--snapshot-count", str(SNAPSHOT_COUNT),
             "--experimental-watch-progress-notify-interval", "2s",
         ]  # fmt: skip
+        if i in self.joined:
+            cmd[cmd.index("--initial-cluster") + 1] = self.joined[i]
+            cmd[cmd.index("--initial-cluster-state") + 1] = "existing"
         return (["ip", "netns", "exec", m.ns] if m.ns else []) + cmd
 
     def spawn(self, i: int, failpoints: str = "") -> None:
@@ -325,6 +332,35 @@ class Nemesis:
         self.c.spawn(i)
         self._fault("failpoint", [i], start, spec=spec, fired=fired)
 
+    async def _membership(self) -> None:
+        """Remove a follower, wipe its data dir, add it back as a new member
+        (same name and addresses, new member id) and start it empty."""
+        lead = await self.c.leader()
+        if lead is None:
+            return
+        i = self.rng.choice([j for j in range(3) if j != lead])
+        st = await self.c.status(i)
+        if st is None:
+            return
+        m = self.c.members[i]
+        cluster = rpc_pb2_grpc.ClusterStub(self.c._channel(self.c.members[lead].endpoint))  # noqa: SLF001
+        start = now()
+        await cluster.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=st.header.member_id), timeout=10)
+        deadline = now() + 10
+        while now() < deadline and self.c.alive(i):
+            await asyncio.sleep(0.1)
+        exited_by_itself = not self.c.alive(i)
+        self.c.kill(i)
+        shutil.rmtree(m.data_dir, ignore_errors=True)
+        added = await cluster.MemberAdd(
+            rpc_pb2.MemberAddRequest(peerURLs=[f"http://{m.host}:{m.peer_port}"]), timeout=10
+        )
+        self.c.joined[i] = ",".join(
+            f"{x.name or m.name}={u}" for x in added.members for u in x.peerURLs
+        )
+        self.c.spawn(i)
+        self._fault("membership", [i], start, removed_member_exited=exited_by_itself)
+
     # -------------------------------------------------- network (namespaces)
     def _ns(self, i: int) -> str:
         ns = self.c.members[i].ns
@@ -407,6 +443,7 @@ async def run(cfg: RunConfig) -> dict[str, Any]:
         await traffic.stop_clients()
         history.final_revision = await _final_revision(cluster)
         report["watches_caught_up"] = await traffic.finish_watches(history.final_revision)
+        report["hash_kv"] = await _hashes(cluster, history.final_revision)
         await traffic.close()
         report["faults"] = nemesis.counts
         report["failpoints_fired"] = sum(1 for f in history.faults if f.get("fired"))
@@ -438,6 +475,23 @@ async def _final_revision(cluster: Cluster) -> int:
             except grpc.aio.AioRpcError:
                 continue
     return 0
+
+
+async def _hashes(cluster: Cluster, revision: int) -> dict[str, int]:
+    """HashKV of every member at the same revision (etcd's corruption check):
+    waits for each member to apply it; the caller compares them."""
+    out: dict[str, int] = {}
+    for m in cluster.members:
+        stub = rpc_pb2_grpc.MaintenanceStub(cluster._channel(m.endpoint))  # noqa: SLF001
+        deadline = now() + 30
+        while now() < deadline:
+            try:
+                resp = await stub.HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=5)
+                out[m.name] = int(resp.hash)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.2)  # not applied there yet, or busy
+    return out
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from tests.robustness.history import History, check
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCESS_FAULTS = ["kill", "stop", "failpoint"]
+PROCESS_FAULTS = ["kill", "stop", "failpoint", "membership"]
 NETWORK_FAULTS = ["partition_leader", "partition_minority", "bridge", "loss"]
 _NETNS_REASON = netns.unavailable_reason()
 
@@ -82,6 +82,8 @@ def robustness_run(
         print("robustness report:", json.dumps(summary))
         (out / "check.json").write_text(json.dumps({**summary, "detail": result.anomalies}))
         assert report.get("watches_caught_up"), "watches did not catch up with the final revision"
+        hashes = report.get("hash_kv", {})
+        assert len(hashes) == 3 and len(set(hashes.values())) == 1, f"members diverge: {hashes}"
         assert result.stats["checked_operations"] > 100, "too little traffic to judge"
         assert not result.anomalies, (
             f"seed {seed}: {len(result.anomalies)} anomalies (history kept in {out}):\n"
@@ -98,7 +100,7 @@ def robustness_run(
 def test_short_run(net: netns.Net | None) -> None:
     """~60 s: kill -9, SIGSTOP/SIGCONT, failpoint restarts, and (in
     namespaces) isolating the leader while clients still reach it."""
-    faults = PROCESS_FAULTS + (["partition_leader"] if net else [])
+    faults = ["kill", "stop", "failpoint"] + (["partition_leader"] if net else [])
     if net is None:
         print(f"network faults skipped: {_NETNS_REASON}")
     robustness_run(faults, 60.0, net)
