@@ -25,6 +25,7 @@ import pytest
 from kvstore.devcluster import child_env
 from tests.robustness import netns
 from tests.robustness.history import History, check
+from tests.robustness.runner import FAILPOINT_SPECS
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +53,12 @@ def net() -> Iterator[netns.Net | None]:
 
 
 def robustness_run(
-    faults: list[str], duration_s: float, net: netns.Net | None, seed: int | None = None
-) -> None:
+    faults: list[str],
+    duration_s: float,
+    net: netns.Net | None,
+    seed: int | None = None,
+    failpoint_specs: list[str] | None = None,
+) -> dict:
     seed = _seed() if seed is None else seed
     out = Path(tempfile.mkdtemp(prefix=f"kvstore-robustness-{seed}-"))
     print(f"\nrobustness run: seed {seed}, faults {faults}, {duration_s:.0f}s, dir {out}")
@@ -64,6 +69,7 @@ def robustness_run(
         "out_dir": str(out),
         "netns_members": net.members if net else None,
         "member_ips": net.member_ips if net else None,
+        **({"failpoint_specs": failpoint_specs} if failpoint_specs else {}),
     }
     (out / "config.json").write_text(json.dumps(cfg))
     cmd = [sys.executable, "-m", "tests.robustness.runner", str(out / "config.json")]
@@ -90,6 +96,7 @@ def robustness_run(
             + "\n".join(result.anomalies[:20])
         )
         keep = False
+        return summary
     finally:
         if keep:
             print(f"robustness run kept for inspection: {out}")
@@ -117,3 +124,11 @@ def test_single_fault_kind(fault: str, net: netns.Net | None) -> None:
 @pytest.mark.slow
 def test_all_faults_long(net: netns.Net | None) -> None:
     robustness_run(PROCESS_FAULTS + (NETWORK_FAULTS if net else []), 300.0, net)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", FAILPOINT_SPECS)
+def test_each_failpoint(spec: str, net: netns.Net | None) -> None:
+    """Restart members with one failpoint spec, over and over, under traffic."""
+    summary = robustness_run(["failpoint"], 45.0, net, failpoint_specs=[spec])
+    print(f"{spec}: fired {summary['failpoints_fired']} of {summary['faults'].get('failpoint', 0)}")
