@@ -170,21 +170,26 @@ def _build_list(ops: Sequence[Operation]) -> _Node:
 
 
 def _lift(call: _Node) -> None:
-    call.prev.next = call.next  # type: ignore[union-attr]
+    """Take a call and its return out of the list (every node but the head
+    has a prev; a call always has its return after it)."""
+    ret = call.match
+    assert call.prev is not None and ret is not None and ret.prev is not None
+    call.prev.next = call.next
     if call.next is not None:
         call.next.prev = call.prev
-    ret = call.match
-    ret.prev.next = ret.next  # type: ignore[union-attr]
+    ret.prev.next = ret.next
     if ret.next is not None:
         ret.next.prev = ret.prev
 
 
 def _unlift(call: _Node) -> None:
+    """Put them back where they were (their own links were left intact)."""
     ret = call.match
-    ret.prev.next = ret  # type: ignore[union-attr]
+    assert call.prev is not None and ret is not None and ret.prev is not None
+    ret.prev.next = ret
     if ret.next is not None:
         ret.next.prev = ret
-    call.prev.next = call  # type: ignore[union-attr]
+    call.prev.next = call
     if call.next is not None:
         call.next.prev = call
 
