@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kvstore import errors
+from kvstore import failpoints as fp
 from kvstore.lease.leader import LeaderLeases
 from kvstore.lease.lessor import MAX_LEASE_TTL_S, Lessor
 from kvstore.pb import rpc_pb2
@@ -234,6 +235,7 @@ class LeaseService:
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
+            fp.ON and fp.hit("lease_before_revoke")
             await self._propose("lease_revoke", rpc_pb2.LeaseRevokeRequest(ID=lease_id))
         except errors.EtcdError as exc:
             if exc != errors.LEASE_NOT_FOUND():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from kvstore import failpoints as fp
 from kvstore.storage.backend import Backend
 
 
@@ -25,6 +26,7 @@ class DefragResult:
 
 def defragment(backend: Backend) -> DefragResult:
     """Flush memtables, then compact all families fully. Thread-safe vs. writes."""
+    fp.ON and fp.hit("defrag_before")
     before = backend.size_bytes()
     start = time.monotonic()
     backend.flush()
@@ -33,4 +35,5 @@ def defragment(backend: Backend) -> DefragResult:
         # and this module is its only user (documented in CONTRACTS.md).
         fam = backend._families[family]
         fam.compact_range(None, None)
+    fp.ON and fp.hit("defrag_after")
     return DefragResult(before, backend.size_bytes(), time.monotonic() - start)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kvstore import failpoints as fp
 from kvstore.maintenance.backup import (
     APPLIED_INDEX_KEY,
     APPLIED_TERM_KEY,
@@ -296,7 +297,9 @@ class SnapshotInstaller:
         with staged:  # leaving without commit drops the staged families
             if fresh:
                 self._fill(staged, path, None)
+            fp.ON and fp.hit("snapshot_before_install")
             staged.commit(final)
+            fp.ON and fp.hit("snapshot_after_install")
         self.last_batches = staged.batches_written
         self.last_max_batch_bytes = staged.max_batch_bytes
         self.installed += 1

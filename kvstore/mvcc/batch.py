@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kvstore import errors
+from kvstore import failpoints as fp
 from kvstore.mvcc.compare import INDEX_TARGETS, compare_holds
 from kvstore.mvcc.index import wire_range_end
 from kvstore.mvcc.revision import encode_revision
@@ -119,6 +120,7 @@ class MvccBatch:
             raise errors.COMPACTED()
         if revision > s._current:
             raise errors.FUTURE_REVISION()
+        fp.ON and fp.hit("compact_before_apply")
         puts, tombs = s._index.compact(revision)
         pending = s._pending
         for rev in puts:
@@ -133,6 +135,7 @@ class MvccBatch:
             s._cache_drop(key)
         s._compact = revision
         self._wb.put(META, META_COMPACT_REVISION, encode_u64(revision))
+        fp.ON and fp.hit("compact_after_apply")
         out = rpc_pb2.CompactionResponse()
         out.header.revision = s._current
         return out

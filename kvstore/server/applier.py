@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvstore import errors
+from kvstore import failpoints as fp
 from kvstore.mvcc import MvccBatch, MvccStore
 from kvstore.pb import internal_pb2, kv_pb2, rpc_pb2
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
@@ -147,6 +148,7 @@ class Applier:
         The driver stages while its Raft write is in flight and commits after
         (RocksDB serializes writes, so committing earlier would block the loop
         on the fsync). Until `commit`, results must not be handed out."""
+        fp.ON and fp.hit("apply_before_batch")
         result = ApplyResult(applied_index=self.applied_index)
         todo = [e for e in entries if e.index > self.applied_index]
         if not todo:
@@ -178,6 +180,7 @@ class Applier:
         batch = result.batch
         if batch is None:
             return result
+        fp.ON and fp.hit("apply_before_commit")
         observer = self._observer
         if observer is None:
             result.events = batch.commit(sync=False) or []
@@ -185,6 +188,7 @@ class Applier:
             t0 = time.perf_counter()
             result.events = batch.commit(sync=False) or []
             observer.observe_backend_commit(time.perf_counter() - t0)
+        fp.ON and fp.hit("apply_after_commit")
         result.batch = None
         return result
 

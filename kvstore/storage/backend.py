@@ -75,6 +75,21 @@ _U64 = struct.Struct(">Q")
 _RECORD_OVERHEAD = 16  # rough WriteBatch bytes per put besides key and value
 
 
+class StorageCorruption(Exception):
+    """RocksDB reported an error mid-iteration (e.g. a block checksum
+    mismatch): the data read so far is NOT the whole range."""
+
+
+def _raise_if_failed(it: rocksdict.RdictIter) -> None:
+    """An iterator that stops being valid has either reached the end or hit
+    an error; only `status()` tells which (it raises on error). Without this
+    check a corrupt block silently ends a range, as if the data ended there."""
+    try:
+        it.status()
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises plain exceptions
+        raise StorageCorruption(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
+
+
 def physical_name(family: str, generation: int) -> str:
     """The RocksDB family holding logical state family `family` in `generation`."""
     return family if generation == 0 else f"{family}@g{generation}"
@@ -205,7 +220,10 @@ class BackendSnapshot:
                 if not it.valid() or it.key() != last:
                     it.seek(last)
                 it.next()
-            if self._closed or not it.valid():
+            if self._closed:
+                return
+            if not it.valid():
+                _raise_if_failed(it)
                 return
             key = it.key()
             if end is not None and key >= end:
@@ -410,6 +428,7 @@ class Backend:
         while it.valid():
             yield it.key(), it.value()
             it.next()
+        _raise_if_failed(it)
 
     def snapshot(self) -> BackendSnapshot:
         """A consistent read view of all column families (close it when done)."""

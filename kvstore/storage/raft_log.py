@@ -34,6 +34,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from kvstore import failpoints as fp
 from kvstore.pb import raftpb_pb2 as pb
 from kvstore.raft.errors import Compacted, Unavailable
 from kvstore.raft.storage import limit_size
@@ -272,7 +273,9 @@ class RocksLogStorage:
             batch.put(STATE_CF, HARD_STATE_KEY, _U64X3.pack(*_hard_state_fields(hard_state)))
         if last_changed:
             batch.put(STATE_CF, LAST_INDEX_KEY, _U64.pack(last))
+        fp.ON and fp.hit("raft_before_save")
         self._backend.write(batch, sync)
+        fp.ON and fp.hit("raft_after_save")
 
         # Durable: now mirror it in memory.
         if hard_state is not None:
@@ -352,7 +355,9 @@ class RocksLogStorage:
         snap = Snapshot(SnapshotMetadata(index, self.term(index), conf_state), data)
         batch = self._backend.batch()
         batch.put(STATE_CF, SNAPSHOT_KEY, encode_snapshot(snap))
+        fp.ON and fp.hit("snapshot_before_save")
         self._backend.write(batch, True)
+        fp.ON and fp.hit("snapshot_after_save")
         self._snapshot = snap
         return snap
 

@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from kvstore import failpoints as fp
 from kvstore.pb import raftpb_pb2
 from kvstore.pb import raftpb_pb2_grpc as pb_grpc
 from kvstore.raft.types import Message
@@ -250,6 +251,7 @@ class _PeerSender:
             if call.done():
                 break
             msgs = _drain(q)
+            msgs = [] if fp.ON and fp.hit("peer_drop") else msgs
             await call.write(codec.encode_batch(msgs, t.cluster_id, t.self_id))
             stats.sent_batches += 1
             stats.sent_messages += len(msgs)
@@ -349,6 +351,7 @@ class RaftPeerServicer(pb_grpc.RaftPeerServicer):
                 sender = codec.batch_sender(batch)
                 log.warning("dropping undecodable batch from %x: %r", sender, exc)
                 continue
+            msgs = [] if fp.ON and fp.hit("peer_receive_drop") else msgs
             t.received_messages += len(msgs)
             try:
                 t.on_messages(msgs)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from kvstore import failpoints as fp
 from kvstore.pb import raftpb_pb2
 from kvstore.raft.types import Message, Snapshot
 from kvstore.storage.snapshot_spool import file_ref, received_file, receiving_file
@@ -67,6 +68,7 @@ class SnapshotReceiver:
         self._spool.mkdir(parents=True, exist_ok=True)
         n = next(self._seq)
         tmp = receiving_file(self._spool, n)
+        fp.ON and fp.hit("snapshot_before_receive")
         msg: Message | None = None
         received = 0
         done = False

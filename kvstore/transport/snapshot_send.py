@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
+from kvstore import failpoints as fp
 from kvstore.pb import raftpb_pb2, raftpb_pb2_grpc
 from kvstore.raft.types import Message, Snapshot
 from kvstore.seams import SnapshotSource
@@ -98,6 +99,7 @@ class SnapshotSender:
         self._spool.mkdir(parents=True, exist_ok=True)
         path = sending_file(self._spool, peer, next(self._seq))
         try:
+            fp.ON and fp.hit("snapshot_before_send")
             address = self._peer_address(peer)
             if address is None:
                 raise ConnectionError(f"no address for peer {peer:x}")

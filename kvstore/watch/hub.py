@@ -93,6 +93,14 @@ class WatchHub:
     def current_revision(self) -> int:
         return self._store.current_revision
 
+    @property
+    def notified_revision(self) -> int:
+        """The revision a progress notification may claim: every synced
+        watcher has been handed its events up to here. The store's revision
+        runs ahead of it while the driver holds a staged apply batch whose
+        events are published only after the Raft write returns."""
+        return min(self._store.current_revision, self._published_through)
+
     def new_stream(self, max_events: int | None = None) -> WatchStream:
         return WatchStream(self, max_events or self.max_stream_events)
 
@@ -334,7 +342,7 @@ class WatchHub:
         """etcd's progress ticker: every synced progress_notify watcher that got
         no events since the last tick receives an empty response at the
         current revision."""
-        rev = self.current_revision
+        rev = self.notified_revision
         for w in self._synced_watchers():
             if w.progress_notify and not w.sent_since_tick and w.stream.has_room():
                 w.stream.push(rpc_pb2.WatchResponse(header=self.header(rev), watch_id=w.id))

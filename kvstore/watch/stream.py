@@ -101,7 +101,8 @@ class WatchStream:
 
     def send_progress(self) -> None:
         self.progress_pending = False
-        self.push(WatchResponse(header=self._hub.header(self._hub.current_revision), watch_id=-1))
+        rev = self._hub.notified_revision  # never ahead of an event still to come
+        self.push(WatchResponse(header=self._hub.header(rev), watch_id=-1))
 
     def close(self) -> None:
         """The client went away: drop every watcher and the outbox."""

@@ -286,3 +286,25 @@ def test_resync_after_state_swap_replays_or_cancels(tmp_path) -> None:  # noqa: 
         assert canceled.canceled and canceled.compact_revision == 6
     finally:
         a.backend.close()
+
+
+def test_progress_is_never_ahead_of_events_staged_but_not_yet_published(applied: Applied) -> None:
+    """Regression (robustness run, seed 1): the driver stages an apply batch
+    (the store's revision moves on) and publishes its events only after the
+    Raft write returns; a progress request answered in between claimed the
+    new revision, and the event at that revision arrived after it."""
+    applied.put(b"a")
+    stream, wid = applied.watch(key=b"a", progress_notify=True)
+    drain(stream)
+    batch = applied.store.begin_batch()
+    batch.put(rpc_pb2.PutRequest(key=b"a", value=b"staged"))
+    assert applied.store.current_revision == 3  # staged: revision moved, nothing published
+    stream.request_progress()
+    applied.hub.progress_tick()
+    early = drain(stream)
+    assert early and all(r.header.revision == 2 for r in early)
+    applied.hub.publish(batch.commit())
+    stream.request_progress()
+    events, progress = drain(stream)
+    assert [e.kv.mod_revision for e in events.events] == [3]
+    assert progress.watch_id == -1 and progress.header.revision == 3
