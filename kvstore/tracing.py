@@ -116,9 +116,11 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -126,7 +128,8 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         service, _, method = name.partition("/")
         carrier = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if
                    isinstance(v, str)}  # fmt: skip
-        behavior = handler.unary_unary
+        # The aio server runs coroutine behaviours; grpc's stubs type the sync one.
+        behavior: Any = handler.unary_unary
         tracer, extract, kind = self._tracer, self._extract, self._kind
         status, error = self._status, self._error
 
@@ -139,8 +142,8 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     response = await behavior(request, context)
                 except BaseException as exc:
-                    code = _code(context) or grpc.StatusCode.UNKNOWN
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    failed = _code(context) or grpc.StatusCode.UNKNOWN
+                    span.set_attribute("rpc.grpc.status_code", failed.value[0])
                     span.set_status(status(error, _details(context) or type(exc).__name__))
                     raise
                 code = _code(context)
