@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kvstore.server.kv_server import CLUSTER_VERSION, SERVER_VERSION
+from kvstore.server.metrics import NodeMetrics
 
 PROBE_TIMEOUT_S = 1.0  # etcd's /health read deadline
 _ALARM_NOSPACE = 1
@@ -47,8 +48,10 @@ class Probes:
         from kvstore.server.http import MetricsServer
 
         self._node = node
-        # Not started: used only for its /metrics rendering and counters.
-        self._metrics_renderer = MetricsServer(node)
+        # The node's own registry (its RPC counters included); the renderer is
+        # not started: used only for its /metrics rendering.
+        self._metrics: NodeMetrics = node.metrics
+        self._metrics_renderer = MetricsServer(node, self._metrics)
         self.livez: dict[str, Check] = {"serializable_read": self._serializable_read}
         self.readyz: dict[str, Check] = {
             "data_corruption": self._no_corrupt_alarm,
@@ -106,10 +109,7 @@ class Probes:
         return True
 
     def _count(self, healthy: bool) -> None:
-        metrics = getattr(self._metrics_renderer, "_metrics", None)
-        counter = getattr(metrics, "health_success" if healthy else "health_failures", None)
-        if counter is not None:
-            counter.inc()
+        (self._metrics.health_success if healthy else self._metrics.health_failures).inc()
 
     # ----------------------------------------------------------------- checks
     async def _run(
