@@ -224,7 +224,7 @@ class NodeParts:
             channel_options=CHANNEL_OPTIONS,
         )
 
-        # --- transport and driver ---------------------------------------------
+        # --- transport -----------------------------------------------------------
         self.transport = GrpcTransport(
             member_id,
             cluster_id,
