@@ -10,18 +10,17 @@ needs, and nothing set on any object afterwards:
                 it is before its data dir exists
     storage     data dir: RocksDB backend, Raft log, MVCC store (with the
                 lessor as its lease hooks), member table, alarm table
-    raft core   RaftCore over the Raft log
-    apply       Applier: gate stages (NOSPACE quota) -> handlers (MVCC,
-                lease, alarm), timings to the metrics observer
     snapshots   installer (maintenance/snapshot_install.py, + what reloads
                 after an install), receiver and sender (transport/)
     transport   GrpcTransport (Raft streams over the pool; MSG_SNAP to the
                 sender)
-    driver      NodeDriver (core, log, applier, transport, installer)
+    raft        `build_raft_member`: Applier (gate stages: NOSPACE quota ->
+                handlers: MVCC, lease, alarm; timings to the metrics
+                observer) -> RaftCore -> NodeDriver -> Proposer
     forwarding  LeaderForwarder over LeaderResolver (followers run lease
                 keepalive/TTL and membership changes on the leader)
-    facades     Proposer -> WatchHub, LeaseService, MaintenanceService,
-                AutoCompactor -> KvServer (what the api servicers call)
+    facades     WatchHub, LeaseService, MaintenanceService, AutoCompactor
+                -> KvServer (what the api servicers call)
 
 and `start()` / `stop()` of their background tasks, in that order and in
 reverse (the forwarder and the channel pool close last). A cycle in "who
@@ -40,7 +39,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kvstore.lease import (
@@ -55,10 +55,22 @@ from kvstore.maintenance.compaction import AutoCompactor, parse_retention
 from kvstore.maintenance.quota import AlarmTable, effective_quota
 from kvstore.maintenance.service import MaintenanceService
 from kvstore.maintenance.snapshot_install import BackupSnapshotSource, SnapshotInstaller
+from kvstore.mvcc import MvccStore
 from kvstore.pb import kv_pb2, rpc_pb2
 from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Message, MessageType, Snapshot
-from kvstore.seams import Clock
+from kvstore.seams import (
+    ApplyGate,
+    ApplyHandler,
+    Clock,
+    DurableLog,
+    MessageSink,
+    NodeObserver,
+    WatchHook,
+)
+from kvstore.seams import (
+    SnapshotInstaller as Installer,
+)
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
@@ -85,6 +97,65 @@ log = logging.getLogger(__name__)
 # 256 (etcd's order of magnitude) and over 8, and matched 1 and 2; a 1 MiB
 # append per slot still keeps a catching-up follower's pipe full.
 MAX_INFLIGHT_APPENDS = 4
+
+
+@dataclass
+class RaftMember:
+    """The Raft half of a member (see build_raft_member)."""
+
+    applier: Applier
+    core: RaftCore
+    driver: NodeDriver
+    proposer: Proposer
+
+
+def build_raft_member(
+    raft: RaftConfig,
+    *,
+    cluster_id: int,
+    store: MvccStore,
+    members: MemberTable,
+    log_storage: DurableLog,
+    transport: MessageSink,
+    rng: random.Random,
+    tick_interval_s: float,
+    election_timeout_s: float,
+    handlers: Mapping[str, ApplyHandler] | None = None,
+    gates: Sequence[ApplyGate] = (),
+    observer: NodeObserver | None = None,
+    watch_hook: WatchHook | None = None,
+    on_apply: Callable[[ApplyResult], None] | None = None,
+    snapshot_installer: Installer | None = None,
+    persist_in_thread: bool = True,
+    snapshot_count: int = 100_000,
+    request_timeout_s: float | None = None,
+) -> RaftMember:
+    """Apply pipeline -> Raft core -> driver -> proposer, in that order.
+
+    NodeParts builds every member's Raft half here; the driver tests build
+    theirs here too, with in-memory storage and a loopback transport."""
+    applier = Applier(
+        store, members, raft.applied, handlers=handlers, gates=gates, observer=observer
+    )
+    core = RaftCore(raft, log_storage, rng)
+    driver = NodeDriver(
+        core,
+        log_storage,
+        applier,
+        transport,
+        member_id=raft.id,
+        tick_interval_s=tick_interval_s,
+        election_timeout_s=election_timeout_s,
+        request_timeout_s=request_timeout_s,
+        watch_hook=watch_hook,
+        on_apply=on_apply,
+        persist_in_thread=persist_in_thread,
+        snapshot_count=snapshot_count,
+        snapshot_installer=snapshot_installer,
+        observer=observer,
+    )
+    proposer = Proposer(driver, store, cluster_id=cluster_id, member_id=raft.id)
+    return RaftMember(applier, core, driver, proposer)
 
 
 class NodeEvents:
@@ -178,32 +249,6 @@ class NodeParts:
         self.spool = Path(data.path) / SPOOL_DIRNAME
         clean_spool(self.spool)
 
-        # --- apply pipeline: NOSPACE stage, then MVCC / lease / alarm --------
-        self.applier = Applier(
-            store,
-            data.members,
-            data.applied_index,
-            handlers=apply_handlers(lessor=self.lessor, alarms=self.alarms),
-            gates=(self.alarms,),
-            observer=metrics,
-        )
-
-        # --- raft core --------------------------------------------------------
-        self.core = RaftCore(
-            RaftConfig(
-                id=member_id,
-                election_ticks=cfg.election_ticks,
-                heartbeat_ticks=cfg.heartbeat_ticks,
-                pre_vote=True,
-                check_quorum=True,
-                max_size_per_msg=1 << 20,
-                max_inflight_msgs=MAX_INFLIGHT_APPENDS,
-                applied=data.applied_index,
-            ),
-            data.log_storage,
-            random.Random(member_id ^ time.time_ns()),
-        )
-
         # --- snapshots: install (reloading every view), receive, send -------
         self.installer = SnapshotInstaller(backend, [self._snapshot_installed])
         # The receiver has the installer stage the state off the loop before
@@ -222,7 +267,7 @@ class NodeParts:
             report=self._snapshot_sent,
         )
 
-        # --- transport and driver ---------------------------------------------
+        # --- transport -----------------------------------------------------------
         self.transport = GrpcTransport(
             member_id,
             cluster_id,
@@ -233,21 +278,38 @@ class NodeParts:
             snapshot_sender=self.sender.send,
             snapshot_receiver=self.receiver.handle,
         )
-        self.driver = NodeDriver(
-            self.core,
-            data.log_storage,
-            self.applier,
-            self.transport,
-            member_id=member_id,
+        # --- raft: apply pipeline (NOSPACE stage, then MVCC / lease / alarm),
+        # core, driver, proposer -------------------------------------------------
+        raft = build_raft_member(
+            RaftConfig(
+                id=member_id,
+                election_ticks=cfg.election_ticks,
+                heartbeat_ticks=cfg.heartbeat_ticks,
+                pre_vote=True,
+                check_quorum=True,
+                max_size_per_msg=1 << 20,
+                max_inflight_msgs=MAX_INFLIGHT_APPENDS,
+                applied=data.applied_index,
+            ),
+            cluster_id=cluster_id,
+            store=store,
+            members=data.members,
+            log_storage=data.log_storage,
+            transport=self.transport,
+            rng=random.Random(member_id ^ time.time_ns()),
             tick_interval_s=cfg.tick_interval_s,
             election_timeout_s=cfg.election_timeout_s,
+            handlers=apply_handlers(lessor=self.lessor, alarms=self.alarms),
+            gates=(self.alarms,),
+            observer=metrics,
             watch_hook=self._publish,
             on_apply=self._events.applied,
+            snapshot_installer=self.installer,
             persist_in_thread=persist_in_thread,
             snapshot_count=cfg.snapshot_count,
-            snapshot_installer=self.installer,
-            observer=metrics,
         )
+        self.applier, self.core = raft.applier, raft.core
+        self.driver, self.proposer = raft.driver, raft.proposer
 
         # --- forwarding: a follower runs leader-only calls on the leader -------
         self.forwarder = LeaderForwarder(
@@ -255,7 +317,6 @@ class NodeParts:
         )
 
         # --- facades ------------------------------------------------------------
-        self.proposer = Proposer(self.driver, store, cluster_id=cluster_id, member_id=member_id)
         self.hub = WatchHub(
             store,
             self.proposer.header,

@@ -16,9 +16,10 @@ from server_fakes import DictStore, LoopbackNetwork, SavingMemoryLog
 
 from kvstore import errors
 from kvstore.pb import internal_pb2, rpc_pb2
-from kvstore.raft.core import RaftConfig, RaftCore
+from kvstore.raft.core import RaftConfig
 from kvstore.raft.types import Entry, EntryType
 from kvstore.server.applier import APPLIED_INDEX_KEY, Applier
+from kvstore.server.assembly import build_raft_member
 from kvstore.server.datadir import bootstrap_log
 from kvstore.server.kv_server import KvServer, txn_is_read_only
 from kvstore.server.membership import Member, MemberTable
@@ -50,23 +51,25 @@ class Harness:
             bootstrap_log(log, peers)
         store = self.stores.get(node_id) or DictStore()
         members = MemberTable(peers)
-        core = RaftCore(
+        # The node's own Raft half, built as NodeParts builds it, over
+        # in-memory storage and the loopback network.
+        raft = build_raft_member(
             RaftConfig(
                 id=node_id, election_ticks=10, heartbeat_ticks=1, pre_vote=True,
                 check_quorum=True, max_size_per_msg=1 << 20, max_inflight_msgs=256,
                 applied=applied,
             ),
-            log,
-            random.Random(self.rng.random()),
+            cluster_id=99, store=store, members=members, log_storage=log,
+            transport=self.net.transport(node_id), rng=random.Random(self.rng.random()),
+            tick_interval_s=TICK_S, election_timeout_s=10 * TICK_S, request_timeout_s=2.0,
+            persist_in_thread=False, snapshot_count=self.snapshot_count,
         )  # fmt: skip
-        driver = NodeDriver(
-            core, log, Applier(store, members, applied), self.net.transport(node_id),
-            member_id=node_id, tick_interval_s=TICK_S, election_timeout_s=10 * TICK_S,
-            request_timeout_s=2.0, persist_in_thread=False, snapshot_count=self.snapshot_count,
-        )  # fmt: skip
+        driver = raft.driver
         self.logs[node_id], self.stores[node_id] = log, store
         self.drivers[node_id] = driver
-        self.kvs[node_id] = KvServer(driver, store, members, cluster_id=99, member_id=node_id)
+        self.kvs[node_id] = KvServer(
+            driver, store, members, cluster_id=99, member_id=node_id, proposer=raft.proposer
+        )
         self.net.nodes[node_id] = driver
 
     def start(self) -> None:
