@@ -75,6 +75,7 @@ class RunConfig:
     netns_members: list[str] | None = None  # namespace per member, or None: loopback
     member_ips: list[str] | None = None
     failpoint_specs: list[str] = field(default_factory=lambda: list(FAILPOINT_SPECS))
+    stale_reads: bool = False  # harness self-test (see TrafficConfig)
 
 
 @dataclass
@@ -318,6 +319,8 @@ class Nemesis:
         ):
             await asyncio.sleep(6.0)  # the others move > SNAPSHOT_COUNT entries ahead
         self.c.spawn(i, failpoints=spec)
+        if leader_side:
+            await self._make_leader(i)  # a restarted member comes back as a follower
         if name.startswith("defrag_"):
             with contextlib.suppress(Exception):
                 await asyncio.sleep(2.0)
@@ -331,6 +334,20 @@ class Nemesis:
         self.c.kill(i)
         self.c.spawn(i)
         self._fault("failpoint", [i], start, spec=spec, fired=fired)
+
+    async def _make_leader(self, i: int, timeout_s: float = 15.0) -> None:
+        """Move leadership to member i (MoveLeader through the current leader)."""
+        deadline = now() + timeout_s
+        while now() < deadline and self.c.alive(i):
+            st, lead = await self.c.status(i), await self.c.leader()
+            if lead == i:
+                return
+            if st is not None and lead is not None:
+                stub = rpc_pb2_grpc.MaintenanceStub(self.c._channel(self.c.members[lead].endpoint))  # noqa: SLF001
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    req = rpc_pb2.MoveLeaderRequest(targetID=st.header.member_id)
+                    await stub.MoveLeader(req, timeout=5)
+            await asyncio.sleep(0.2)
 
     async def _membership(self) -> None:
         """Remove a follower, wipe its data dir, add it back as a new member
@@ -428,7 +445,9 @@ async def run(cfg: RunConfig) -> dict[str, Any]:
     try:
         await cluster.wait_healthy(60)
         leaders = asyncio.create_task(cluster.watch_leaders(history, stop_watching))
-        traffic = Traffic(TrafficConfig(cluster.endpoints, cfg.seed), history)
+        traffic = Traffic(
+            TrafficConfig(cluster.endpoints, cfg.seed, stale_reads=cfg.stale_reads), history
+        )
         await traffic.start()
         nemesis = Nemesis(cfg, cluster, history)
         await nemesis.run(now() + cfg.duration_s)

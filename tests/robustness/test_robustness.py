@@ -58,6 +58,7 @@ def robustness_run(
     net: netns.Net | None,
     seed: int | None = None,
     failpoint_specs: list[str] | None = None,
+    stale_reads: bool = False,
 ) -> dict:
     seed = _seed() if seed is None else seed
     out = Path(tempfile.mkdtemp(prefix=f"kvstore-robustness-{seed}-"))
@@ -70,6 +71,7 @@ def robustness_run(
         "netns_members": net.members if net else None,
         "member_ips": net.member_ips if net else None,
         **({"failpoint_specs": failpoint_specs} if failpoint_specs else {}),
+        "stale_reads": stale_reads,
     }
     (out / "config.json").write_text(json.dumps(cfg))
     cmd = [sys.executable, "-m", "tests.robustness.runner", str(out / "config.json")]
@@ -91,6 +93,10 @@ def robustness_run(
         hashes = report.get("hash_kv", {})
         assert len(hashes) == 3 and len(set(hashes.values())) == 1, f"members diverge: {hashes}"
         assert result.stats["checked_operations"] > 100, "too little traffic to judge"
+        if stale_reads:  # the harness's self-test: the lie must be caught
+            assert any("linearizab" in a or "revision" in a for a in result.anomalies)
+            keep = False
+            return summary
         assert not result.anomalies, (
             f"seed {seed}: {len(result.anomalies)} anomalies (history kept in {out}):\n"
             + "\n".join(result.anomalies[:20])
@@ -132,3 +138,12 @@ def test_each_failpoint(spec: str, net: netns.Net | None) -> None:
     """Restart members with one failpoint spec, over and over, under traffic."""
     summary = robustness_run(["failpoint"], 45.0, net, failpoint_specs=[spec])
     print(f"{spec}: fired {summary['failpoints_fired']} of {summary['faults'].get('failpoint', 0)}")
+
+
+@pytest.mark.slow
+def test_harness_detects_stale_reads(net: netns.Net | None) -> None:
+    """Self-test: clients send their "linearizable" reads as serializable
+    ones while members are cut off; the checkers must report it."""
+    if net is None:
+        pytest.skip(f"needs partitions: {_NETNS_REASON}")
+    robustness_run(["partition_minority", "partition_leader"], 40.0, net, stale_reads=True)

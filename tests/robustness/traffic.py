@@ -49,6 +49,9 @@ class TrafficConfig:
     lease_ttl_s: int = 3
     compact_every_s: float = 6.0
     pace_s: float = 0.01  # pause between one client's operations
+    # Harness self-test only: send "linearizable" reads as serializable ones
+    # (a server serving stale local reads) to prove the checkers notice.
+    stale_reads: bool = False
 
 
 class Traffic:
@@ -141,7 +144,11 @@ class Traffic:
             else:
                 ok = await self._delete(client, ep, key)
             if not ok:
-                ep = rng.choice([e for e in eps if e != ep] or eps)
+                # One client per member stays (Jepsen-style: what an isolated
+                # or lagging member serves is observed too); the rest roam.
+                if client >= len(eps):
+                    ep = rng.choice([e for e in eps if e != ep] or eps)
+                await asyncio.sleep(0.05)
             await asyncio.sleep(self.cfg.pace_s)
 
     def _record(self, op: OpRecord) -> None:
@@ -165,7 +172,9 @@ class Traffic:
         call = now()
         try:
             resp = await self._kv(ep).Range(
-                rpc_pb2.RangeRequest(key=key.encode(), serializable=serializable),
+                rpc_pb2.RangeRequest(
+                    key=key.encode(), serializable=serializable or self.cfg.stale_reads
+                ),
                 timeout=OP_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError:
