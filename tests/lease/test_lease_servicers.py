@@ -81,8 +81,9 @@ def test_keepalive_stream_refused_without_leader(kv: LocalKv) -> None:
         async with serving(kv) as ch:
             kv.has_leader = False
             call = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(metadata=(("hasleader", "true"),))
-            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=1))
             with pytest.raises(grpc.aio.AioRpcError) as exc:
+                # The refusal may end the call before this write completes.
+                await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=1))
                 await call.read()
             assert exc.value.details() == errors.NO_LEADER.message
 

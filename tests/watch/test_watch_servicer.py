@@ -65,8 +65,9 @@ def test_require_leader_refuses_stream_without_leader(kv: LocalKv) -> None:
         async with serving(kv) as ch:
             kv.has_leader = False
             call = rpc_pb2_grpc.WatchStub(ch).Watch(metadata=(("hasleader", "true"),))
-            await call.write(create(key=b"a"))
             with pytest.raises(grpc.aio.AioRpcError) as exc:
+                # The refusal may end the call before this write completes.
+                await call.write(create(key=b"a"))
                 await call.read()
             assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
             assert exc.value.details() == errors.NO_LEADER.message
