@@ -14,8 +14,11 @@ A hook is one line at the call site, a module constant test first:
     msgs = [] if fp.ON and fp.hit("peer_drop") else msgs  # "drop": hit() is True
 
 With failpoints off `fp.ON` is False and the hook costs one attribute load
-and a truth test: ~23 ns over an empty statement, against ~90 ns for a call
-to a no-op function (timeit, test_off_hook_costs_about_as_much_as_nothing).
+and a truth test: 8-15 ns more than an empty statement (timeit: 20.9 ns vs
+12.7 ns per loop), against 50-90 ns for a call to a no-op function
+(test_off_hook_costs_about_as_much_as_nothing prints the three figures).
+The busiest hooks run once per Ready / apply batch / peer batch, not per
+request.
 
 Syntax (close to etcd's gofail terms):
 
