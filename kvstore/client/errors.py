@@ -178,6 +178,22 @@ class InvalidAuthTokenError(ClientError):
     pass
 
 
+class AuthFailedError(InvalidArgumentError):
+    """Authenticate: wrong user name or password."""
+
+
+class AuthNotEnabledError(ClientError):
+    pass
+
+
+class AuthOldRevisionError(InvalidArgumentError):
+    """The auth state changed after the token was issued: authenticate again."""
+
+
+class UserEmptyError(InvalidArgumentError):
+    """No credentials while auth is enabled."""
+
+
 class CorruptError(ClientError):
     pass
 
@@ -224,6 +240,10 @@ _BY_MESSAGE: dict[str, type[ClientError]] = {
     etcd_errors.BAD_LEADER_TRANSFEREE.message: BadLeaderTransfereeError,  # type: ignore[attr-defined]
     etcd_errors.PERMISSION_DENIED.message: PermissionDeniedError,  # type: ignore[attr-defined]
     etcd_errors.INVALID_AUTH_TOKEN.message: InvalidAuthTokenError,  # type: ignore[attr-defined]
+    etcd_errors.AUTH_FAILED.message: AuthFailedError,  # type: ignore[attr-defined]
+    etcd_errors.AUTH_NOT_ENABLED.message: AuthNotEnabledError,  # type: ignore[attr-defined]
+    etcd_errors.AUTH_OLD_REVISION.message: AuthOldRevisionError,  # type: ignore[attr-defined]
+    etcd_errors.USER_EMPTY.message: UserEmptyError,  # type: ignore[attr-defined]
     etcd_errors.CORRUPT.message: CorruptError,  # type: ignore[attr-defined]
     etcd_errors.ELECTION_NO_LEADER.message: ElectionNoLeaderError,  # type: ignore[attr-defined]
 }

@@ -36,11 +36,13 @@ class SecureEtcd:
         auth_token: str = "simple",
         base_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
+        auto_tls: bool = False,
     ) -> None:
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="secure-etcd-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.certs = Path(certs) if certs is not None else None
+        self.auto_tls = auto_tls  # self-signed server certificate (etcd --auto-tls)
         self.member = member
         self.client_cert_auth = client_cert_auth
         self.client_port = free_port()
@@ -55,7 +57,7 @@ class SecureEtcd:
 
     @property
     def scheme(self) -> str:
-        return "https" if self.certs else "http"
+        return "https" if self.certs or self.auto_tls else "http"
 
     @property
     def endpoint(self) -> str:
@@ -92,6 +94,8 @@ class SecureEtcd:
             args += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", self.ca_file]
             if self.client_cert_auth:
                 args.append("--client-cert-auth")
+        if self.auto_tls:
+            args.append("--auto-tls")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -106,6 +110,8 @@ class SecureEtcd:
     ) -> subprocess.CompletedProcess[str]:
         """etcdctl against this member (TLS flags with client cert `cert`)."""
         cmd = [ETCDCTL_BIN, "--endpoints", self.url]
+        if self.auto_tls:
+            cmd.append("--insecure-skip-tls-verify")
         if self.certs is not None:
             cmd += ["--cacert", self.ca_file]
             if cert is not None:
