@@ -81,8 +81,9 @@ class AsyncClient(AuthMixin):
 
     Security: `tls=ClientTLS(ca_file=..., cert_file=..., key_file=...)` (or
     `tls=True` for the system roots; "https://" endpoints imply it); `user=`
-    and `password=` authenticate once and re-authenticate by themselves when
-    the token expires (watches and lease keep-alives carry on)."""
+    and `password=` (both non-empty, as clientv3) authenticate once and
+    re-authenticate by themselves when the token expires (watches and lease
+    keep-alives carry on)."""
 
     def __init__(
         self,
@@ -102,7 +103,9 @@ class AsyncClient(AuthMixin):
             dial_timeout=dial_timeout,
             command_timeout=command_timeout,
             tls=ClientTLS() if tls is True else (tls or None),
-            auth=TokenAuth(user, password or "") if user else None,
+            # clientv3: credentials only when both are given (an empty password
+            # means "no authentication", e.g. a certificate-only user).
+            auth=TokenAuth(user, password) if user and password else None,
         )
 
     async def close(self) -> None:

@@ -37,12 +37,14 @@ class SecureEtcd:
         base_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
         auto_tls: bool = False,
+        client_cert: str = "root",
     ) -> None:
         self._own_dir = base_dir is None
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="secure-etcd-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.certs = Path(certs) if certs is not None else None
         self.auto_tls = auto_tls  # self-signed server certificate (etcd --auto-tls)
+        self.client_cert = client_cert  # etcdctl's default --cert (a CN in `certs`)
         self.member = member
         self.client_cert_auth = client_cert_auth
         self.client_port = free_port()
@@ -104,19 +106,19 @@ class SecureEtcd:
         self,
         *args: str,
         user: str | None = None,
-        cert: str | None = "root",
+        cert: str | None = None,
         input: str | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """etcdctl against this member (TLS flags with client cert `cert`)."""
+        """etcdctl against this member (TLS flags with client cert `cert`,
+        default `client_cert`)."""
         cmd = [ETCDCTL_BIN, "--endpoints", self.url]
         if self.auto_tls:
             cmd.append("--insecure-skip-tls-verify")
         if self.certs is not None:
             cmd += ["--cacert", self.ca_file]
-            if cert is not None:
-                c, k = self.cert(cert)
-                cmd += ["--cert", c, "--key", k]
+            c, k = self.cert(cert or self.client_cert)
+            cmd += ["--cert", c, "--key", k]
         if user is not None:
             cmd += ["--user", user]
         return subprocess.run(
