@@ -79,7 +79,8 @@ RAW_ERROR_METHODS: frozenset[str] = frozenset(
     }
 )
 # Need no credentials at all even when auth is enabled (observed): Authenticate,
-# Status, Alarm, MemberList, MoveLeader, LeaseGrant / KeepAlive / TimeToLive /
+# Status, Alarm, MemberList, MoveLeader (a 3-member etcd 3.4.23 moved its leader
+# for a caller without credentials), LeaseGrant / KeepAlive / TimeToLive /
 # Leases, Compact (any authenticated or anonymous caller), the health service.
 
 
