@@ -181,7 +181,8 @@ class AuthStore:
 
     # ------------------------------------------------------------ open / dump / load
     def load(self, reader: StateReader) -> None:
-        """Rebuild from the `meta` family (node start, after a snapshot install)."""
+        """Rebuild from the `meta` family (node start; after a snapshot install,
+        where the tokens of every user that changed or vanished die)."""
         self._adopt(
             AuthState.from_records(
                 list(reader.iterate(META_FAMILY, AUTH_PREFIX, prefix_end(AUTH_PREFIX)))
@@ -199,8 +200,8 @@ class AuthStore:
 
     def restore(self, state: AuthState, batch: ApplyBatch | None = None) -> None:
         """Replace the whole state by `state`; with `batch`, also rewrite the
-        records on disk (old ones deleted) in that batch. Every token issued
-        before is invalid afterwards (users may have changed)."""
+        records on disk (old ones deleted) in that batch. The tokens of every
+        user that changed or vanished die."""
         if batch is not None:
             for name in self._users:
                 batch.delete_raw(META_FAMILY, USER_PREFIX + _name(name))
@@ -208,17 +209,18 @@ class AuthStore:
                 batch.delete_raw(META_FAMILY, ROLE_PREFIX + _name(name))
             for key, value in state.records():
                 batch.put_raw(META_FAMILY, key, value)
-        old_users = list(self._users)
         self._adopt(state)
-        for name in old_users:
-            self._invalidate_user(name)
 
     def _adopt(self, state: AuthState) -> None:
+        old_users = self._users
         self._enabled = state.enabled
         self._revision = state.revision
         self._users = {u.name.decode(): _copy(u) for u in state.users}
         self._roles = {r.name.decode(): _copy(r) for r in state.roles}
         self._changed()
+        for name, user in old_users.items():
+            if self._users.get(name) != user:
+                self._invalidate_user(name)
 
     # ------------------------------------------------------------ reads
     @property
