@@ -102,7 +102,7 @@ class AuthResolver:
         if ai is not None or had_token:
             return ai or NO_AUTH
         if self._client_cert_auth:
-            cn = peer_common_name(context.auth_context(), metadata or ())
+            cn = peer_common_name(context.auth_context(), metadata or ())  # type: ignore[arg-type]
             if cn:
                 return AuthInfo(cn, self._store.revision)
         return NO_AUTH
@@ -122,7 +122,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, resolver: AuthResolver) -> None:
         self._resolver = resolver
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
