@@ -10,6 +10,9 @@ sides hash at bcrypt cost 10.
 Workloads, each at --clients concurrent callers for --duration seconds:
   good   the right password every time (a client re-authenticating)
   bad    a wrong password every time (a brute-force loop)
+Then the latency of a cheap RPC (Maintenance/Status, one caller in a loop)
+alone and while the brute-force loop runs: bcrypt work must not starve the
+node's other traffic.
 
     python benchmarks/auth_bench.py [--clients 16] [--duration 5]
     python benchmarks/auth_bench.py serve --port P --data DIR   (internal)
@@ -88,6 +91,12 @@ async def serve(port: int, data: str) -> None:
                 await node.propose_auth(kind, req, None)
     resolver = AuthResolver(store, tokens, client_cert_auth=False)
     server = grpc.aio.server()
+
+    class Status(rpc_pb2_grpc.MaintenanceServicer):
+        async def Status(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return rpc_pb2.StatusResponse(header=node.header(), version="kvstore")
+
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(Status(), server)
     rpc_pb2_grpc.add_AuthServicer_to_server(
         AuthServicer(node, store, checker, tokens, PasswordHasher(), resolver), server
     )
@@ -122,6 +131,31 @@ async def load(endpoint: str, clients: int, duration: float, password: str) -> t
     for ch in channels:
         await ch.close()
     return ok, bad
+
+
+async def status_latency(endpoint: str, duration: float) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, calls) of Status from one caller for `duration` s."""
+    ch = grpc.aio.insecure_channel(endpoint)
+    stub = rpc_pb2_grpc.MaintenanceStub(ch)
+    samples: list[float] = []
+    stop = time.monotonic() + duration
+    while time.monotonic() < stop:
+        t0 = time.perf_counter()
+        await stub.Status(rpc_pb2.StatusRequest(), timeout=30)
+        samples.append((time.perf_counter() - t0) * 1000)
+    await ch.close()
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)], len(samples)
+
+
+async def status_under_brute_force(
+    endpoint: str, clients: int, duration: float
+) -> tuple[float, float, int]:
+    brute = asyncio.create_task(load(endpoint, clients, duration, "wrong"))
+    await asyncio.sleep(0.5)  # let the brute-force loop fill the queue first
+    result = await status_latency(endpoint, duration - 1.0)
+    await brute
+    return result
 
 
 def main() -> None:
@@ -160,6 +194,16 @@ def main() -> None:
                 ok, bad = asyncio.run(load(endpoint, args.clients, args.duration, password))
                 rates.append((ok + bad) / args.duration)
             print(f"{name:10} {rates[0]:14.1f} {rates[1]:14.1f}")
+        print("Status latency p50 / p99 ms (calls), alone and during the brute-force loop")
+        for label, fn in (
+            ("alone", lambda ep: status_latency(ep, args.duration - 1.0)),
+            ("brute", lambda ep: status_under_brute_force(ep, args.clients, args.duration)),
+        ):
+            cells = []
+            for endpoint in (etcd.endpoint, f"127.0.0.1:{port}"):
+                p50, p99, n = asyncio.run(fn(endpoint))
+                cells.append(f"{p50:6.2f} / {p99:6.2f} ({n})")
+            print(f"{label:10} {cells[0]:>24} {cells[1]:>24}")
     finally:
         kv.kill()
         kv.wait()
