@@ -94,6 +94,26 @@ async def stream_write(call: Any, message: Any) -> None:
         raise from_rpc_error(exc) from None
 
 
+async def _tls_hints(endpoints: list[str], tls: ClientTLS | None) -> str:
+    """The reasons a TLS mismatch kept `endpoints` out, as ": ep: reason; ...",
+    or "" when that is not why; at most 2 s in all."""
+    from kvstore.client.auth import diagnose_tls
+
+    if not endpoints:
+        return ""
+    try:
+        reasons = await asyncio.wait_for(
+            asyncio.gather(*(diagnose_tls(ep, tls) for ep in endpoints), return_exceptions=True),
+            2.0,
+        )
+    except TimeoutError:
+        return ""
+    found = [
+        f"{ep}: {r}" for ep, r in zip(endpoints, reasons, strict=True) if isinstance(r, str) and r
+    ]
+    return ": " + "; ".join(found) if found else ""
+
+
 def _auth_expired(err: ClientError) -> bool:
     from kvstore.client.auth import auth_expired
 
@@ -186,6 +206,7 @@ class Transport:
         Tries each endpoint for up to `dial_timeout` (bounded by `deadline`).
         Raises ConnectionFailedError when none connects: nothing was sent."""
         errors: list[str] = []
+        timed_out: list[str] = []
         n = len(self.endpoints)
         for i in range(n):
             ep = self.endpoints[(self._pinned + i) % n]
@@ -203,11 +224,15 @@ class Transport:
                     await asyncio.wait_for(ch.channel_ready(), budget)
                 except TimeoutError:
                     errors.append(f"{ep}: no connection within {budget:.1f}s")
+                    timed_out.append(ep)
                     continue
             self._pinned = self.endpoints.index(ep)
             return ep
+        # Nothing connected: say so in one line, with the TLS mismatch if that
+        # is the reason (only now, so failing over costs nothing extra).
+        hints = await _tls_hints(timed_out, self.tls)
         raise ConnectionFailedError(
-            "could not connect to any endpoint (" + "; ".join(errors) + ")",
+            "could not connect to any endpoint (" + "; ".join(errors) + ")" + hints,
             grpc.StatusCode.UNAVAILABLE,
         )
 

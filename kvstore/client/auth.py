@@ -118,6 +118,49 @@ def _fetch_server_cert(endpoint: str, timeout: float) -> tuple[bytes, str]:
     return ssl.DER_cert_to_PEM_cert(der).encode(), name
 
 
+async def diagnose_tls(endpoint: str, tls: ClientTLS | None) -> str:
+    """One line on a TLS mismatch with `endpoint`, "" when there is none to tell:
+    a TLS client at a plaintext port, a plaintext client at a TLS port, or the
+    server certificate failing verification (unknown CA, expired, wrong name).
+    Only called after a connection failed (it opens one more connection)."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    probe.set_alpn_protocols(["h2"])
+    try:
+        _r, w = await asyncio.open_connection(host, int(port), ssl=probe)
+    except ssl.SSLError:
+        return "the server does not speak TLS: a plaintext port?" if tls is not None else ""
+    except (OSError, ValueError):
+        return ""  # nothing listens, or no route: not a TLS matter
+    w.close()
+    if tls is None:
+        return "the server speaks TLS: use an https:// endpoint or --cacert"
+    if tls.insecure_skip_verify:
+        return ""
+    verify = ssl.create_default_context(cafile=tls.ca_file or None)
+    verify.set_alpn_protocols(["h2"])
+    if tls.cert_file and tls.key_file:
+        try:
+            verify.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            return f"client certificate {tls.cert_file}: {exc}"
+    try:
+        _r, w = await asyncio.open_connection(
+            host, int(port), ssl=verify, server_hostname=tls.server_name or host
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return f"server certificate rejected: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed: {exc.reason or exc}"
+    except (OSError, ValueError):
+        return ""
+    w.close()
+    return ""
+
+
 # ------------------------------------------------------------------ token
 
 
