@@ -221,9 +221,8 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
     @grpc_errors
     @_mapped
     async def AuthDisable(self, request: Any, context: Context) -> Any:  # noqa: N802
-        resp = await self._propose("auth_disable", request, context)
-        self._tokens.disable()
-        return resp
+        # Every member's tokens die at apply (AuthStore.on_auth_disabled).
+        return await self._propose("auth_disable", request, context)
 
     @grpc_errors
     @_mapped

@@ -163,6 +163,8 @@ class AuthStore:
         self._on_user_invalidated: list[Callable[[str], None]] = []
         # Called after every change of the state (the checker drops its cache).
         self._on_change: list[Callable[[], None]] = []
+        # Called when auth goes from enabled to disabled (every token dies).
+        self._on_disabled: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ observers
     def on_user_invalidated(self, fn: Callable[[str], None]) -> None:
@@ -170,6 +172,15 @@ class AuthStore:
 
     def on_change(self, fn: Callable[[], None]) -> None:
         self._on_change.append(fn)
+
+    def on_auth_disabled(self, fn: Callable[[], None]) -> None:
+        """`fn()` runs on every member when an AuthDisable applies (or a loaded
+        state is disabled where this one was enabled): e.g. tokens.disable."""
+        self._on_disabled.append(fn)
+
+    def _disabled(self) -> None:
+        for fn in self._on_disabled:
+            fn()
 
     def _changed(self) -> None:
         for fn in self._on_change:
@@ -212,7 +223,7 @@ class AuthStore:
         self._adopt(state)
 
     def _adopt(self, state: AuthState) -> None:
-        old_users = self._users
+        old_users, was_enabled = self._users, self._enabled
         self._enabled = state.enabled
         self._revision = state.revision
         self._users = {u.name.decode(): _copy(u) for u in state.users}
@@ -221,6 +232,8 @@ class AuthStore:
         for name, user in old_users.items():
             if self._users.get(name) != user:
                 self._invalidate_user(name)
+        if was_enabled and not self._enabled:
+            self._disabled()
 
     # ------------------------------------------------------------ reads
     @property
@@ -310,6 +323,7 @@ class AuthStore:
             self._enabled = False
             batch.put_raw(META_FAMILY, ENABLED_KEY, b"\x00")
             self._changed()
+            self._disabled()
         return rpc_pb2.AuthDisableResponse()
 
     # ------------------------------------------------------------ apply: users

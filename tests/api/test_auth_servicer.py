@@ -84,6 +84,7 @@ async def _serve(member: Member, interceptor: bool):
     store = member.auth
     tokens = SimpleTokenProvider(lambda: store.revision, ttl_s=300)
     store.on_user_invalidated(tokens.invalidate_user)
+    store.on_auth_disabled(tokens.disable)
     checker = PermissionChecker(store)
     resolver = AuthResolver(store, tokens, client_cert_auth=False)
     node = FakeNode(member, checker)

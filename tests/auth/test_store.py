@@ -71,6 +71,8 @@ def test_user_rules(member: Member) -> None:
 def test_root_is_protected_only_while_enabled(member: Member) -> None:
     member.setup_root()
     member.enable()
+    disabled: list[bool] = []
+    member.auth.on_auth_disabled(lambda: disabled.append(True))
     cases = [
         ("apply_user_delete", rpc_pb2.AuthUserDeleteRequest(name="root")),
         ("apply_user_revoke_role", rpc_pb2.AuthUserRevokeRoleRequest(name="root", role="root")),
@@ -79,7 +81,9 @@ def test_root_is_protected_only_while_enabled(member: Member) -> None:
     for method, req in cases:
         assert isinstance(member.apply(method, req), errors.InvalidAuthMgmt), method
     member.apply("apply_auth_disable", rpc_pb2.AuthDisableRequest())
-    assert not member.auth.enabled
+    assert not member.auth.enabled and disabled == [True]  # every token dies
+    member.apply("apply_auth_disable", rpc_pb2.AuthDisableRequest())
+    assert disabled == [True]  # a no-op the second time
     out = member.apply("apply_user_revoke_role", cases[1][1])
     assert not isinstance(out, Exception)
     assert not isinstance(member.apply("apply_user_delete", cases[0][1]), Exception)
