@@ -89,8 +89,14 @@ class PasswordHasher:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
                 self.bcrypt_runs += 1
+                work = asyncio.get_running_loop().run_in_executor(None, fn, *args)
                 try:
-                    return await asyncio.to_thread(fn, *args)
+                    return await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    # The thread runs on: hold the slot until it ends, so callers
+                    # that give up (short deadlines) cannot push bcrypt past the bound.
+                    await asyncio.wait([work])
+                    raise
                 finally:
                     self._in_flight -= 1
         finally:

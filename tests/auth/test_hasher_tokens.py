@@ -71,8 +71,14 @@ async def _bounded_scenario() -> None:
         t0 = time.monotonic()
         await asyncio.sleep(0)
         assert time.monotonic() - t0 < 0.5
+        # a caller giving up does not free its slot while its thread still runs
+        tasks[0].cancel()
+        await asyncio.sleep(0.05)
+        assert started == 2 and not tasks[0].done()
         release.set()
-        assert await asyncio.gather(*tasks) == [False] * 5
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1:] == [False] * 4
     finally:
         mod.check_password = orig  # type: ignore[assignment]
     assert loop_thread not in threads
