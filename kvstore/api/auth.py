@@ -35,6 +35,7 @@ import grpc
 from kvstore.api.auth_errors import to_etcd_error
 from kvstore.api.errors import grpc_errors
 from kvstore.auth import errors as auth_errors
+from kvstore.auth.caller import bind_caller
 from kvstore.auth.checker import NO_AUTH, AuthInfo, PermissionChecker
 from kvstore.auth.hasher import PasswordHasher
 from kvstore.auth.store import AuthStore
@@ -190,6 +191,8 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
 
     async def _propose(self, kind: str, request: Any, context: Context) -> Any:
         ai = self._who(context)
+        # The proposer re-resolves through this after AuthOldRevision.
+        bind_caller(lambda: self._who(context))
         return self._with_header(await self._facade.propose_auth(kind, request, ai))
 
     # ------------------------------------------------------------ authenticate

@@ -90,6 +90,13 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
     help="Period of watch progress notifications (Go duration: 10m, 200ms, 1m30s).",
 )
 @_opt(
+    "--auth-token",
+    default="simple",
+    show_default=True,
+    help="'simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...[,ttl=5m]'.",
+)
+@_opt("--auth-token-ttl", type=int, default=300, show_default=True, help="Seconds (simple).")
+@_opt(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error"]),
     default="info",
@@ -156,6 +163,8 @@ def build_config(kw: dict[str, Any]) -> NodeConfig:
                 kw["experimental_watch_progress_notify_interval"],
                 "--experimental-watch-progress-notify-interval",
             ),
+            auth_token=kw["auth_token"],
+            auth_token_ttl_s=kw["auth_token_ttl"],
         )
         return cfg.validate()
     except ConfigError as exc:

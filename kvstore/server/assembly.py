@@ -11,8 +11,11 @@ needs, and nothing set on any object afterwards:
     storage     data dir: RocksDB backend, Raft log, MVCC store (with the
                 lessor as its lease hooks), member table, alarm table
     raft core   RaftCore over the Raft log
-    apply       Applier: gate stages (NOSPACE quota) -> handlers (MVCC,
-                lease, alarm), timings to the metrics observer
+    auth        NodeAuth (server.auth_parts): auth store loaded from the
+                data dir, permission checker, token provider, hasher
+    apply       Applier: permission stage (NodeAuth.check) -> gate stages
+                (NOSPACE quota) -> handlers (MVCC, lease, alarm, auth
+                writes), timings to the metrics observer
     snapshots   installer (maintenance/snapshot_install.py, + what reloads
                 after an install), receiver and sender (transport/)
     transport   GrpcTransport (Raft streams over the pool; MSG_SNAP to the
@@ -60,6 +63,7 @@ from kvstore.raft.core import RaftConfig, RaftCore
 from kvstore.raft.types import Message, MessageType, Snapshot
 from kvstore.seams import Clock
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
+from kvstore.server.auth_parts import NodeAuth
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
 from kvstore.server.join import fetch_join_info, member_list_fetcher
@@ -178,14 +182,26 @@ class NodeParts:
         self.spool = Path(data.path) / SPOOL_DIRNAME
         clean_spool(self.spool)
 
-        # --- apply pipeline: NOSPACE stage, then MVCC / lease / alarm --------
+        # --- auth: the replicated store as the data dir has it --------------
+        self.auth = NodeAuth(
+            backend,
+            self.lessor.keys_of,
+            auth_token=cfg.auth_token,
+            token_ttl_s=cfg.auth_token_ttl_s,
+            client_cert_auth=cfg.client_cert_auth,
+        )
+
+        # --- apply pipeline: permissions, NOSPACE, then MVCC / lease / alarm / auth
+        handlers = apply_handlers(lessor=self.lessor, alarms=self.alarms)
+        handlers.update(self.auth.store.handlers())
         self.applier = Applier(
             store,
             data.members,
             data.applied_index,
-            handlers=apply_handlers(lessor=self.lessor, alarms=self.alarms),
+            handlers=handlers,
             gates=(self.alarms,),
             observer=metrics,
+            auth=self.auth,
         )
 
         # --- raft core --------------------------------------------------------
@@ -255,7 +271,10 @@ class NodeParts:
         )
 
         # --- facades ------------------------------------------------------------
-        self.proposer = Proposer(self.driver, store, cluster_id=cluster_id, member_id=member_id)
+        self.proposer = Proposer(
+            self.driver, store, cluster_id=cluster_id, member_id=member_id,
+            system_caller=self.auth.system_caller,
+        )  # fmt: skip
         self.hub = WatchHub(
             store,
             self.proposer.header,
@@ -304,6 +323,7 @@ class NodeParts:
             maintenance=self.maintenance,
             metrics=metrics,
             forwarder=self.forwarder,
+            auth=self.auth,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -376,6 +396,7 @@ class NodeParts:
         if raw:
             data.members.replace(MemberTable.decode(bytes(raw)))
         self.alarms.reload(data.backend)
+        self.auth.reload(data.backend)
         try:
             self.lessor.recover(data.backend, data.store.leased_keys())
         except Exception:  # noqa: BLE001 - leases are rebuilt best-effort

@@ -123,6 +123,12 @@ class NodeConfig:
     auto_compaction_retention: str = "0"  # "0": off
     # etcd --experimental-watch-progress-notify-interval (default 10m).
     watch_progress_notify_interval_s: float = 600.0
+    # Auth (issue 15): etcd's --auth-token (simple | jwt,...) and
+    # --auth-token-ttl (seconds, simple tokens); --client-cert-auth makes a
+    # verified client certificate's CN the user of a request without a token.
+    auth_token: str = "simple"
+    auth_token_ttl_s: int = 300
+    client_cert_auth: bool = False
     # Derived by validate(). For a joining member (`existing`) these are only
     # the flag-derived defaults: the real ids come from the cluster at first
     # start and are kept in the data dir (OpenedDataDir.member_id/cluster_id).
