@@ -25,10 +25,14 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 import bcrypt
 
 from kvstore.auth import errors
+
+_T = TypeVar("_T")
 
 BCRYPT_COST = 10
 MAX_PASSWORD_BYTES = 72
@@ -79,7 +83,7 @@ class PasswordHasher:
         self.max_in_flight = 0
         self._in_flight = 0
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         if self._pending >= self._max_pending:
             self.refused += 1
             raise errors.TooManyRequests()

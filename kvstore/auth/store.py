@@ -38,7 +38,9 @@ import bisect
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from google.protobuf.message import Message
 
 from kvstore.auth import errors
 from kvstore.pb import auth_pb2, rpc_pb2
@@ -52,6 +54,7 @@ USER_PREFIX = b"auth/user/"
 ROLE_PREFIX = b"auth/role/"
 META_FAMILY = "meta"
 _U64 = struct.Struct(">Q")
+_M = TypeVar("_M", bound=Message)
 
 READ = auth_pb2.Permission.READ
 WRITE = auth_pb2.Permission.WRITE
@@ -543,7 +546,7 @@ class AuthStore:
         }
 
 
-def _copy(msg):  # type: ignore[no-untyped-def]
+def _copy(msg: _M) -> _M:
     """A deep copy of a protobuf message (stored messages are never mutated)."""
     out = type(msg)()
     out.CopyFrom(msg)

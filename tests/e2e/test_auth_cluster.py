@@ -65,9 +65,9 @@ PERMISSIONS: list[tuple[list[str], str | None, str | None]] = [
     (["del", "/app/", "--prefix"], None, ALICE),
     (["txn"], 'value("/ro/a") = "1"\n\nput /app/t yes\n\nput /app/f no\n\n', ALICE),
     (["txn"], 'value("/secret") = "s"\n\nput /app/t yes\n\n\n', ALICE),
-    (["txn"], '\nput /app/t yes\nput /ro/a x\n\n\n', ALICE),
-    (["txn"], '\nget /ro/a\n\n\n', ALICE),
-    (["txn"], '\nget /secret\n\n\n', ALICE),
+    (["txn"], "\nput /app/t yes\nput /ro/a x\n\n\n", ALICE),
+    (["txn"], "\nget /ro/a\n\n\n", ALICE),
+    (["txn"], "\nget /secret\n\n\n", ALICE),
     (["get", "/secret", "--print-value-only"], None, ROOT),
     (["compaction", "1"], None, ALICE),
     (["member", "list", "-w", "json"], None, ALICE),
@@ -207,7 +207,9 @@ def _etcdctl_ok(cluster: LocalCluster, ep: str, *args: str, user: str | None = R
 
 def test_auth_survives_restart_and_snapshot_transfer(tmp_path: Path) -> None:
     snapshot_count = 40
-    cluster = LocalCluster(3, base_dir=tmp_path, extra_args=("--snapshot-count", str(snapshot_count)))
+    cluster = LocalCluster(
+        3, base_dir=tmp_path, extra_args=("--snapshot-count", str(snapshot_count))
+    )
     with cluster:
         leader = cluster.wait_leader()
         ep = cluster.endpoints[leader]
@@ -222,9 +224,11 @@ def test_auth_survives_restart_and_snapshot_transfer(tmp_path: Path) -> None:
         cluster.wait_leader(timeout=60)
         for ep_i in cluster.endpoints:
             assert wait_until(
-                lambda e=ep_i: run(cluster, e, ["get", "/ro/a", "--print-value-only"], None,
-                                   ALICE)[1] == "1\n",  # fmt: skip
-                timeout=30, what="alice reads after restart",
+                lambda e=ep_i: (
+                    run(cluster, e, ["get", "/ro/a", "--print-value-only"], None, ALICE)[1] == "1\n"
+                ),  # fmt: skip
+                timeout=30,
+                what="alice reads after restart",
             )
             denied = run(cluster, ep_i, ["get", "/secret"], None, ALICE)
             assert denied[0] != 0 and "etcdserver: permission denied" in denied[2]
@@ -263,4 +267,3 @@ def test_auth_survives_restart_and_snapshot_transfer(tmp_path: Path) -> None:
         got = run(cluster, lag_ep, ["get", "/secret", "--consistency=s", "--print-value-only"],
                   None, "carol:cpw")  # fmt: skip
         assert got[:2] == (0, "s\n"), got
-
