@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvstore.maintenance.backup import write_backup
-from kvstore.maintenance.restore import restore_data_dir
-from kvstore.maintenance.snapshot_transfer import FILE_PREFIX, SnapshotInstaller
+from kvstore.maintenance.snapshot_install import SnapshotInstaller
 from kvstore.pb import auth_pb2, rpc_pb2
 from kvstore.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import open_data_dir
+from kvstore.server.restore import restore_data_dir
+from kvstore.storage.snapshot_spool import FILE_PREFIX
 
 from .conftest import Member
 
