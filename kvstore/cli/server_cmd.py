@@ -96,6 +96,15 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
     help="'simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...[,ttl=5m]'.",
 )
 @_opt("--auth-token-ttl", type=int, default=300, show_default=True, help="Seconds (simple).")
+@_opt("--cert-file", default="", help="Client server TLS cert file.")
+@_opt("--key-file", default="", help="Client server TLS key file.")
+@_opt("--trusted-ca-file", default="", help="Client server TLS trusted CA (implies client certs).")
+@_opt("--client-cert-auth", is_flag=True, default=False, help="Verify client certs; CN = user.")
+@_opt("--auto-tls", is_flag=True, default=False, help="Client TLS with a self-signed certificate.")
+@_opt("--peer-cert-file", default="", help="Peer TLS cert file.")
+@_opt("--peer-key-file", default="", help="Peer TLS key file.")
+@_opt("--peer-trusted-ca-file", default="", help="Peer TLS trusted CA file.")
+@_opt("--peer-client-cert-auth", is_flag=True, default=False, help="Check peer certificates.")
 @_opt(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error"]),
@@ -165,6 +174,15 @@ def build_config(kw: dict[str, Any]) -> NodeConfig:
             ),
             auth_token=kw["auth_token"],
             auth_token_ttl_s=kw["auth_token_ttl"],
+            client_cert_auth=kw["client_cert_auth"],
+            cert_file=kw["cert_file"],
+            key_file=kw["key_file"],
+            trusted_ca_file=kw["trusted_ca_file"],
+            auto_tls=kw["auto_tls"],
+            peer_cert_file=kw["peer_cert_file"],
+            peer_key_file=kw["peer_key_file"],
+            peer_trusted_ca_file=kw["peer_trusted_ca_file"],
+            peer_client_cert_auth=kw["peer_client_cert_auth"],
         )
         return cfg.validate()
     except ConfigError as exc:
@@ -218,6 +236,7 @@ async def serve(cfg: NodeConfig) -> int:
     from kvstore.api import add_servicers, grpc_server_options
     from kvstore.server.http import MetricsServer
     from kvstore.server.runtime import KvNode, bind
+    from kvstore.server.tls_parts import client_credentials
 
     options = grpc_server_options(cfg.max_request_bytes)
     stop = asyncio.Event()
@@ -229,8 +248,10 @@ async def serve(cfg: NodeConfig) -> int:
     node = KvNode(cfg)
     metrics: MetricsServer | None = None
     try:
+        client_tls = client_credentials(cfg)
         for url in cfg.listen_client_urls:
-            bind(client_server, url, "--listen-client-urls")
+            bind(client_server, url, "--listen-client-urls",
+                 client_tls.credentials if client_tls else None)  # fmt: skip
         await node.start()
         assert node.kv is not None
         add_servicers(client_server, node.kv, max_request_bytes=cfg.max_request_bytes)

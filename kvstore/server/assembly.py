@@ -5,7 +5,8 @@ dependency order, each handed the parts (or the `kvstore.seams` callables) it
 needs, and nothing set on any object afterwards:
 
     peers       PeerChannels (every channel to another member; the one choice
-                of peer credentials) and PeerClient over it — made first by
+                of peer credentials, server.tls_parts) and the peer
+                listener's reloading credentials and PeerClient over it — made first by
                 `NodeParts.open`, since a joiner asks the running members who
                 it is before its data dir exists
     storage     data dir: RocksDB backend, Raft log, MVCC store (with the
@@ -72,6 +73,7 @@ from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, MemberTable
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
 from kvstore.server.proposer import Proposer
+from kvstore.server.tls_parts import peer_channel_credentials, peer_server_credentials
 from kvstore.storage.snapshot_spool import SPOOL_DIRNAME, clean_spool
 from kvstore.transport import GrpcTransport
 from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
@@ -128,8 +130,8 @@ class NodeParts:
         existing`, no data dir yet) asks the running members through it who
         it is (ids are not derivable from the flags once members were added
         and removed); then every other part."""
-        # credentials=None: plaintext. Peer TLS is chosen here and only here.
-        channels = PeerChannels(credentials=None)
+        # Peer TLS is chosen here and only here (None: plaintext).
+        channels = PeerChannels(credentials=peer_channel_credentials(cfg))
         try:
             join = None
             if needs_join(cfg):
@@ -161,6 +163,8 @@ class NodeParts:
         self._lease_clock: Clock = lease_clock or MonotonicClock()
         # --- peers: every channel to another member comes from this pool ----
         self.channels = channels
+        # The peer listener's reloading credentials (KvNode binds it); None: plaintext.
+        self.peer_tls = peer_server_credentials(cfg)
         self.peer_client = PeerClient(channels)
         # --- storage (the lessor first: the MVCC store's lease hooks) -------
         self.lessor = Lessor()

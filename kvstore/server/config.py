@@ -129,6 +129,15 @@ class NodeConfig:
     auth_token: str = "simple"
     auth_token_ttl_s: int = 300
     client_cert_auth: bool = False
+    # TLS (etcd's flags; an https:// URL turns a listener's TLS on).
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    auto_tls: bool = False
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
     # Derived by validate(). For a joining member (`existing`) these are only
     # the flag-derived defaults: the real ids come from the cluster at first
     # start and are kept in the data dir (OpenedDataDir.member_id/cluster_id).
