@@ -135,7 +135,7 @@ def _add_coordination_servicers(add: _Registrar, kv: KvFacade, auth: RequestAuth
         add(rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(kv, leases, auth=auth),
             "etcdserverpb.Lease")  # fmt: skip
     if hub is not None and leases is not None:
-        add(v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(kv, leases, hub),
+        add(v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(kv, leases, hub, auth),
             "v3lockpb.Lock")  # fmt: skip
         add(v3election_pb2_grpc.add_ElectionServicer_to_server,
-            ElectionServicer(kv, leases, hub), "v3electionpb.Election")  # fmt: skip
+            ElectionServicer(kv, leases, hub, auth), "v3electionpb.Election")  # fmt: skip

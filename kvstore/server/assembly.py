@@ -46,7 +46,9 @@ import random
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
+from kvstore.auth.caller import CALLER
 from kvstore.lease import (
     LeaderLeases,
     LeaseService,
@@ -288,7 +290,7 @@ class NodeParts:
         self.leases = LeaseService(
             self.lessor,
             LeaderLeases(self.lessor, self._lease_clock),
-            propose=self.proposer.propose,
+            propose=self._lease_propose,
             header=self.proposer.header,
             is_leader=self._is_leader,
             forwarder=LeaseForwarding(self.forwarder),
@@ -379,6 +381,14 @@ class NodeParts:
         """The driver's watch hook: the watch hub, then the owner."""
         self.hub.publish(events)
         self._events.published(events)
+
+    async def _lease_propose(self, kind: str, request: Any) -> Any:
+        """The lease service's proposals: for the RPC's caller when one is
+        bound (LeaseRevoke), else for the member itself (expiry revokes and
+        checkpoints from the lease loop, root while auth is on)."""
+        if CALLER.get() is None:
+            return await self.proposer.propose_as_member(kind, request)
+        return await self.proposer.propose(kind, request)
 
     def _is_leader(self) -> bool:
         return self.kv.is_leader

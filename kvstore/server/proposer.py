@@ -6,7 +6,8 @@ ResponseHeader (cluster id, member id, revision, raft term) — the two things
 every facade (KV, lease, alarm, watch) needs, built before any of them so
 none of them needs another facade (server.assembly passes it to each).
 With auth: each proposal carries who it is made for (the RPC's caller bound
-by the API edge in kvstore.auth.caller.CALLER, else the member itself), and
+by the API edge in kvstore.auth.caller.CALLER; none bound: anonymous, which
+auth refuses; `propose_as_member`: the member itself), and
 is proposed again when the apply stage answers AuthOldRevision while the
 caller's credentials now resolve to a newer auth revision (etcd's raftRequest
 loop).
@@ -64,8 +65,8 @@ class Proposer:
 
     async def propose(self, kind: str, request: Any) -> Any:
         """Propose InternalRequest{kind: request}; return the apply result."""
-        resolve = CALLER.get() or self._system_caller
-        if resolve is None:
+        resolve = CALLER.get()
+        if resolve is None:  # no caller bound: anonymous (fail-safe)
             return await self._propose_once(kind, request, NO_AUTH)
         ai = resolve()
         while True:
@@ -76,6 +77,18 @@ class Proposer:
                 if again.revision <= ai.revision:
                     raise  # a JWT's revision never moves: the client re-authenticates
                 ai = again
+
+    async def propose_as_member(self, kind: str, request: Any) -> Any:
+        """Propose for the member itself (lease expiry): root while auth is
+        enabled, as etcd's auth.WithRoot; nobody otherwise."""
+        system = self._system_caller
+        if system is None:
+            return await self._propose_once(kind, request, NO_AUTH)
+        token = CALLER.set(system)
+        try:
+            return await self.propose(kind, request)
+        finally:
+            CALLER.reset(token)
 
     async def _propose_once(self, kind: str, request: Any, ai: AuthInfo) -> Any:
         make = self._internal

@@ -21,7 +21,6 @@ from kvstore.testing.waiting import async_wait_until
 pytestmark = pytest.mark.integration
 
 
-
 async def _setup(c: InProcessCluster, member: int) -> None:
     """root + alice (readwrite on /app/), auth enabled; proposed through
     `member` with no caller (auth is still off)."""
@@ -95,18 +94,24 @@ def test_permissions_checked_at_apply_on_every_member(tmp_path: Path) -> None:
             what="same auth state on every member",
         )  # fmt: skip
 
-        # A proposal made outside any RPC (lease expiry) acts as root: a
-        # lease holding a key nobody else may write is still revoked.
+        # Lease expiry acts as root (etcd's auth.WithRoot): a lease holding a
+        # key nobody else may write is still revoked.
         bind_caller(lambda: AuthInfo("root", store.revision))
         lease = await c.kv(leader).leases.grant(rpc_pb2.LeaseGrantRequest(TTL=600))
         await kv.put(rpc_pb2.PutRequest(key=b"/secret", value=b"v", lease=lease.ID))
         CALLER.set(None)
 
-        async def system_revoke() -> object:
-            return await kv.propose("lease_revoke", rpc_pb2.LeaseRevokeRequest(ID=lease.ID))
-
-        await asyncio.get_running_loop().create_task(
-            system_revoke(), context=contextvars.Context()
+        revoke = rpc_pb2.LeaseRevokeRequest(ID=lease.ID)
+        loop = asyncio.get_running_loop()
+        # Outside any RPC, through the KV facade: anonymous, refused (fail-safe).
+        with pytest.raises(auth_errors.UserEmpty):
+            await loop.create_task(
+                kv.propose("lease_revoke", revoke), context=contextvars.Context()
+            )
+        # The lease loop's path (what expiry uses): the member itself, root.
+        parts = c.nodes[follower].parts
+        await loop.create_task(
+            parts._lease_propose("lease_revoke", revoke), context=contextvars.Context()
         )
         got = await kv.range(rpc_pb2.RangeRequest(key=b"/secret", serializable=True))
         assert got.count == 0
