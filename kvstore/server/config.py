@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from kvstore.auth.errors import AuthError
+from kvstore.auth.tokens import parse_auth_token
 from kvstore.maintenance.compaction import parse_retention
 
 DEFAULT_NAME = "default"
@@ -145,6 +147,14 @@ class NodeConfig:
     member_id: int = 0
     cluster_id: int = 0
 
+    def _validate_auth(self) -> None:
+        if self.auth_token_ttl_s <= 0:
+            raise ConfigError("--auth-token-ttl must be a positive number of seconds")
+        try:  # reads the jwt key files: a bad flag stops the start, in one line
+            parse_auth_token(self.auth_token, lambda: 1, self.auth_token_ttl_s)
+        except AuthError as exc:
+            raise ConfigError(f"--auth-token: {exc}") from None
+
     @property
     def tick_interval_s(self) -> float:
         return self.heartbeat_interval_ms / 1000.0
@@ -167,6 +177,7 @@ class NodeConfig:
             raise ConfigError("--name must not be empty")
         if not self.data_dir:
             self.data_dir = f"{self.name}.kvstore"
+        self._validate_auth()
         if self.heartbeat_interval_ms <= 0:
             raise ConfigError("--heartbeat-interval must be a positive number of milliseconds")
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:
