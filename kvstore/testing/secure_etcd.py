@@ -1,4 +1,4 @@
-"""A real single-member etcd 3.4 with TLS and/or auth, for side-by-side tests.
+"""A real single-member etcd 3.4 (or kvstore) with TLS and/or auth, side by side.
 
 Owns: starting / restarting / stopping one `etcd` process on 127.0.0.1 with
 https client URLs from a certificate directory made by scripts/make_certs.py
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,9 @@ ROOT_PASSWORD = "rootpw"
 
 class SecureEtcd:
     """One etcd member; `certs=None` serves plaintext."""
+
+    # The server command (kvstore takes etcd's flags: SecureKvstore below).
+    command: tuple[str, ...] = (ETCD_BIN,)
 
     def __init__(
         self,
@@ -81,7 +85,7 @@ class SecureEtcd:
     def _spawn(self) -> None:
         peer = f"http://127.0.0.1:{self.peer_port}"
         args = [
-            ETCD_BIN,
+            *self.command,
             "--name", "s1",
             "--data-dir", str(self.base_dir / "data"),
             "--listen-client-urls", self.url,
@@ -169,3 +173,9 @@ class SecureEtcd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SecureKvstore(SecureEtcd):
+    """The same, served by one kvstore member (same flags, same certificates)."""
+
+    command = (sys.executable, "-m", "kvstore.cli.server_cmd")

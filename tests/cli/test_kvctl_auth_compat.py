@@ -3,8 +3,9 @@
 Two real etcd members with TLS and client certificates: etcdctl drives one,
 kvctl (in-process) the other, through the same sequence; stdout and the
 "Error: ..." line must be identical (JSON headers compared without the
-cluster / member ids, which differ between the two members). kvstore does not
-serve auth yet: once it does, the kvctl side will also run against kvstore.
+cluster / member ids, which differ between the two members). The kvctl side
+runs against a second etcd, then against a kvstore member with the same
+flags and certificates.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from kvstore.cli.kvctl import run
 from kvstore.security import certs
 from kvstore.testing.etcd_cluster import etcd_available
-from kvstore.testing.secure_etcd import SecureEtcd
+from kvstore.testing.secure_etcd import SecureEtcd, SecureKvstore
 
 pytestmark = [
     pytest.mark.etcd,
@@ -117,10 +118,11 @@ def pki(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def pair(pki: Path, tmp_path_factory):
+@pytest.fixture(scope="module", params=[SecureEtcd, SecureKvstore], ids=["etcd", "kvstore"])
+def pair(pki: Path, tmp_path_factory, request):
+    """etcdctl drives a real etcd; kvctl drives a second etcd, then kvstore."""
     a = SecureEtcd(pki, base_dir=tmp_path_factory.mktemp("etcdctl-side"), client_cert="client")
-    b = SecureEtcd(pki, base_dir=tmp_path_factory.mktemp("kvctl-side"), client_cert="client")
+    b = request.param(pki, base_dir=tmp_path_factory.mktemp("kvctl-side"), client_cert="client")
     a.start()
     b.start()
     yield a, b
