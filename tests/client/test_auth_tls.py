@@ -18,7 +18,7 @@ from kvstore.client.errors import AuthFailedError, PermissionDeniedError
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.security import certs
 from kvstore.testing.etcd_cluster import etcd_available
-from kvstore.testing.secure_etcd import ROOT_PASSWORD, SecureEtcd
+from kvstore.testing.secure_etcd import ROOT_PASSWORD, SecureEtcd, SecureKvstore
 from kvstore.testing.waiting import async_wait_until, wait_until
 
 pytestmark = [
@@ -39,9 +39,10 @@ def pki(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def etcd(pki: Path, tmp_path_factory):
-    e = SecureEtcd(pki, auth_token_ttl_s=TOKEN_TTL_S, base_dir=tmp_path_factory.mktemp("etcd"))
+@pytest.fixture(scope="module", params=[SecureEtcd, SecureKvstore], ids=["etcd", "kvstore"])
+def etcd(pki: Path, tmp_path_factory, request):
+    """A real etcd 3.4, then a kvstore member with the same flags."""
+    e = request.param(pki, auth_token_ttl_s=TOKEN_TTL_S, base_dir=tmp_path_factory.mktemp("srv"))
     e.start()
     e.enable_auth()
     root = f"root:{ROOT_PASSWORD}"
