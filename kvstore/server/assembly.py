@@ -75,7 +75,11 @@ from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, MemberTable
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
 from kvstore.server.proposer import Proposer
-from kvstore.server.tls_parts import peer_channel_credentials, peer_server_credentials
+from kvstore.server.tls_parts import (
+    forward_channel_credentials,
+    peer_channel_credentials,
+    peer_server_credentials,
+)
 from kvstore.storage.snapshot_spool import SPOOL_DIRNAME, clean_spool
 from kvstore.transport import GrpcTransport
 from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
@@ -272,8 +276,14 @@ class NodeParts:
         )
 
         # --- forwarding: a follower runs leader-only calls on the leader -------
+        # They go to the leader's CLIENT URL: over TLS when that is https.
+        forward_tls = forward_channel_credentials(cfg)
+        self.forward_channels: PeerChannels | None = (
+            PeerChannels(credentials=forward_tls) if forward_tls is not None else None
+        )
         self.forwarder = LeaderForwarder(
-            self.peer_client, LeaderResolver(self._leader_id, data.members)
+            PeerClient(self.forward_channels) if self.forward_channels else self.peer_client,
+            LeaderResolver(self._leader_id, data.members),
         )
 
         # --- facades ------------------------------------------------------------
@@ -363,6 +373,8 @@ class NodeParts:
         await _quietly("transport stop", self.transport.stop())
         await _quietly("forwarder close", self.forwarder.close())
         await _quietly("peer channels close", self.channels.close())
+        if self.forward_channels is not None:
+            await _quietly("forward channels close", self.forward_channels.close())
 
     # ------------------------------------------------ calls between the parts
     def _deliver(self, messages: list[Message]) -> None:

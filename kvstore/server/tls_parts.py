@@ -7,7 +7,8 @@ composition root: the client listener's reloading server credentials
 the peer listener's (--peer-cert-file/--peer-key-file/--peer-trusted-ca-file/
 --peer-client-cert-auth), and the PeerChannels pool's channel credentials
 (the peer CA, and the member certificate as client certificate, so peers
-verify each other). A URL's scheme says whether a listener is TLS.
+verify each other), and the credentials a follower forwards to the leader's
+https client URL with. A URL's scheme says whether a listener is TLS.
 Never: binds a listener (runtime.bind / the `kvstore` command do) or reads
 the files again after start except through ReloadingServerCredentials (a
 renewed certificate is used for new connections, as etcd reloads on
@@ -89,3 +90,16 @@ def peer_channel_credentials(cfg: NodeConfig) -> grpc.ChannelCredentials | None:
         return channel_credentials(files.trusted_ca_file, files.cert_file, files.key_file)
     except TlsConfigError as exc:
         raise StartupError(f"peer TLS: {exc}") from None
+
+
+def forward_channel_credentials(cfg: NodeConfig) -> grpc.ChannelCredentials | None:
+    """What a follower presents and trusts when it forwards a call (lease
+    keep-alive, membership change) to the leader's https client URL: this
+    member's client-listener certificate as client certificate, the client
+    CA (None: the client URLs are http://, the peer pool is used as before)."""
+    if not _https(cfg.advertise_client_urls) or not cfg.cert_file:
+        return None
+    try:
+        return channel_credentials(cfg.trusted_ca_file, cfg.cert_file, cfg.key_file)
+    except TlsConfigError as exc:
+        raise StartupError(f"client TLS: {exc}") from None

@@ -211,3 +211,62 @@ def test_client_tls_cn_as_user(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+class ClientTlsCluster(LocalCluster):
+    """LocalCluster whose client URLs are https:// with --client-cert-auth."""
+
+    def __init__(self, pki: Path, **kw) -> None:
+        super().__init__(**kw)
+        self.pki = pki
+
+    def args(self, i: int) -> list[str]:
+        m = self.members[i]
+        client = f"http://{self.host}:{m.client_port}"
+        out = [a.replace(client, "https://" + client[len("http://") :]) for a in super().args(i)]
+        return [
+            *out,
+            "--cert-file", str(self.pki / f"{m.name}.pem"),
+            "--key-file", str(self.pki / f"{m.name}-key.pem"),
+            "--trusted-ca-file", str(self.pki / "ca.pem"),
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def status(self, i: int, timeout: float = 2.0):  # noqa: ANN201
+        creds = grpc.ssl_channel_credentials(
+            (self.pki / "ca.pem").read_bytes(),
+            (self.pki / "client-key.pem").read_bytes(),
+            (self.pki / "client.pem").read_bytes(),
+        )
+        with grpc.secure_channel(self.endpoints[i], creds) as ch:
+            return rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout)
+
+    def ctl(self, i: int, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "etcdctl", "--endpoints", f"https://{self.endpoints[i]}",
+                "--cacert", str(self.pki / "ca.pem"),
+                "--cert", str(self.pki / "client.pem"), "--key", str(self.pki / "client-key.pem"),
+                *args,
+            ],
+            capture_output=True, text=True, timeout=30, env={"ETCDCTL_API": "3"},
+        )  # fmt: skip
+
+
+@pytest.mark.skipif(not etcdctl_available(), reason="etcdctl not installed")
+def test_https_client_cluster_forwards_to_the_leader_over_tls(tmp_path: Path) -> None:
+    pki = _pki(tmp_path / "pki", "cluster", ["kv1", "kv2", "kv3", "client"])
+    cluster = ClientTlsCluster(pki, size=3, base_dir=tmp_path / "c")
+    with cluster:
+        leader = cluster.wait_leader()
+        follower = (leader + 1) % 3
+        r = cluster.ctl(leader, "lease", "grant", "60")
+        assert r.returncode == 0, r.stderr
+        lease = r.stdout.split()[1]
+        # Keep-alive and time-to-live run on the leader: the follower forwards
+        # them to the leader's https client URL with its member certificate.
+        r = cluster.ctl(follower, "lease", "keep-alive", "--once", lease)
+        assert r.returncode == 0 and f"lease {lease} keepalived with TTL(60)" in r.stdout, r
+        r = cluster.ctl(follower, "lease", "timetolive", lease)
+        assert r.returncode == 0 and f"lease {lease} granted with TTL(60s)" in r.stdout, r
+        assert cluster.ctl(follower, "put", "k", "v", "--lease", lease).returncode == 0
