@@ -74,3 +74,20 @@ def test_renewed_certificate_is_served_without_restart(tmp_path: Path) -> None:
         assert (r.returncode, r.stdout) == (0, "v2\n"), r.stderr
         assert _served_serial(member) == renewed.cert.serial_number
         wait_until(lambda: b"TLS reload failed" in member.log_path.read_bytes(), timeout=10)
+
+
+def test_auto_tls_serves_a_self_signed_certificate(tmp_path: Path) -> None:
+    member = SecureKvstore(None, auto_tls=True, base_dir=tmp_path / "srv")
+    member._spawn()  # start() probes without --insecure-transport=false
+    try:
+
+        def put() -> bool:
+            return member.etcdctl("--insecure-transport=false", "put", "k", "v").stdout == "OK\n"
+
+        wait_until(put, timeout=60, what="kvstore --auto-tls serving")
+        fixtures = tmp_path / "srv" / "data" / "fixtures" / "client"
+        assert (fixtures / "cert.pem").exists() and (fixtures / "key.pem").exists()
+        plain = member.etcdctl("--insecure-transport=true", "--dial-timeout=2s", "get", "k")
+        assert plain.returncode != 0  # plaintext to the TLS port is refused
+    finally:
+        member.stop()
