@@ -116,6 +116,7 @@ def test_peer_mtls_cluster_elects_replicates_and_refuses_another_ca(tmp_path: Pa
             capture_output=True, text=True, timeout=90,
         )  # fmt: skip
         assert proc.returncode != 0
+        assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr  # the TLS layer says why
         assert proc.stderr.strip().splitlines()[-1].startswith("kvstore: error: "), proc.stderr
         assert "Traceback" not in proc.stderr
         with grpc.insecure_channel(cluster.endpoints[leader]) as ch:
