@@ -69,6 +69,8 @@ PERMISSIONS: list[tuple[list[str], str | None, str | None]] = [
     (["txn"], "\nget /ro/a\n\n\n", ALICE),
     (["txn"], "\nget /secret\n\n\n", ALICE),
     (["get", "/secret", "--print-value-only"], None, ROOT),
+    (["lock", "/app/lk", "echo", "held"], None, ALICE),
+    (["lock", "/nolock", "echo", "held"], None, ALICE),
     (["compaction", "1"], None, ALICE),
     (["member", "list", "-w", "json"], None, ALICE),
     (["user", "list"], None, ALICE),
