@@ -236,7 +236,7 @@ async def serve(cfg: NodeConfig) -> int:
     from kvstore.api import add_servicers, grpc_server_options
     from kvstore.server.http import MetricsServer
     from kvstore.server.runtime import KvNode, bind
-    from kvstore.server.tls_parts import client_credentials
+    from kvstore.server.tls_parts import client_credentials, metrics_ssl_context
 
     options = grpc_server_options(cfg.max_request_bytes)
     stop = asyncio.Event()
@@ -259,7 +259,7 @@ async def serve(cfg: NodeConfig) -> int:
         _freeze_startup_heap()
         if cfg.listen_metrics_urls:
             metrics = MetricsServer(node, node.metrics)
-            await metrics.start(cfg.listen_metrics_urls)
+            await metrics.start(cfg.listen_metrics_urls, metrics_ssl_context(cfg))
     except Exception as exc:  # noqa: BLE001 - every startup failure is one line
         if not isinstance(exc, DataDirError | StartupError | ConfigError):
             log.debug("startup failed", exc_info=True)

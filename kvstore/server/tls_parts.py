@@ -17,6 +17,7 @@ handshake).
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
@@ -27,6 +28,7 @@ from kvstore.security.tls import (
     TlsFiles,
     auto_tls,
     channel_credentials,
+    load_tls,
 )
 from kvstore.server.config import NodeConfig, host_port
 from kvstore.server.errors import StartupError
@@ -40,23 +42,46 @@ def _hosts(urls: tuple[str, ...]) -> list[str]:
     return sorted({host_port(u)[0] for u in urls} | {"127.0.0.1", "localhost"})
 
 
+def client_tls_files(cfg: NodeConfig) -> TlsFiles:
+    """The client listener's files (made under <data-dir>/fixtures/client
+    for --auto-tls); raises TlsConfigError."""
+    files = TlsFiles(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, cfg.client_cert_auth)
+    if files.enabled:
+        return files
+    if not cfg.auto_tls:
+        raise TlsConfigError("https client URL without --cert-file/--key-file (or --auto-tls)")
+    return auto_tls(Path(cfg.data_dir) / "fixtures" / "client", _hosts(cfg.advertise_client_urls))
+
+
 def client_credentials(cfg: NodeConfig) -> ReloadingServerCredentials | None:
     """The client listener's credentials; None for plaintext. Raises
     StartupError with the one-line TLS problem."""
     if not _https(cfg.listen_client_urls):
         return None
-    files = TlsFiles(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, cfg.client_cert_auth)
     try:
-        if not files.enabled:
-            if not cfg.auto_tls:
-                raise TlsConfigError(
-                    "https client URL without --cert-file/--key-file (or --auto-tls)"
-                )
-            files = auto_tls(Path(cfg.data_dir) / "fixtures" / "client",
-                             _hosts(cfg.advertise_client_urls))  # fmt: skip
-        return ReloadingServerCredentials(files)
+        return ReloadingServerCredentials(client_tls_files(cfg))
     except TlsConfigError as exc:
         raise StartupError(f"client TLS: {exc}") from None
+
+
+def metrics_ssl_context(cfg: NodeConfig) -> ssl.SSLContext | None:
+    """An https --listen-metrics-urls serves with the client listener's
+    certificate and client-certificate rule, as etcd does (read at start;
+    not reloaded). None when every metrics URL is http://."""
+    if not _https(cfg.listen_metrics_urls):
+        return None
+    try:
+        files = client_tls_files(cfg)
+        load_tls(files)  # the one-line checks (missing file, key mismatch, expiry)
+    except TlsConfigError as exc:
+        raise StartupError(f"metrics TLS: {exc}") from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(files.cert_file, files.key_file)
+    if files.require_client_cert:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if files.trusted_ca_file:
+            ctx.load_verify_locations(files.trusted_ca_file)
+    return ctx
 
 
 def _peer_files(cfg: NodeConfig) -> TlsFiles:

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -149,7 +151,7 @@ def test_client_tls_cn_as_user(tmp_path: Path) -> None:
     certs.issue(ca, "kv1", ["127.0.0.1", "localhost"]).write(pki / "kv1.pem", pki / "kv1-key.pem")
     for cn in ("root", "alice", "nobody"):
         certs.issue(ca, cn, server=False).write(pki / f"{cn}.pem", pki / f"{cn}-key.pem")
-    port, peer = free_port(), free_port()
+    port, peer, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "kvstore.cli.server_cmd", "--name", "kv1",
@@ -161,6 +163,7 @@ def test_client_tls_cn_as_user(tmp_path: Path) -> None:
             "--initial-cluster", f"kv1=http://127.0.0.1:{peer}",
             "--cert-file", str(pki / "kv1.pem"), "--key-file", str(pki / "kv1-key.pem"),
             "--trusted-ca-file", str(pki / "ca.pem"), "--client-cert-auth",
+            "--listen-metrics-urls", f"https://127.0.0.1:{metrics}",
         ],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "kv1.log", "wb"),  # noqa: SIM115
     )  # fmt: skip
@@ -205,6 +208,13 @@ def test_client_tls_cn_as_user(tmp_path: Path) -> None:
         assert r.returncode != 0 and "etcdserver: permission denied" in r.stderr
         r = ctl("nobody", "user", "list")
         assert r.returncode != 0 and "etcdserver: user name not found" in r.stderr
+        # The metrics / health listener follows its URL's scheme (the client
+        # certificate and rule, as etcd).
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        ctx.load_cert_chain(str(pki / "alice.pem"), str(pki / "alice-key.pem"))
+        with urllib.request.urlopen(f"https://127.0.0.1:{metrics}/health", context=ctx,
+                                    timeout=10) as resp:  # fmt: skip
+            assert resp.status == 200 and b'"health":"true"' in resp.read()
         # Plaintext to the TLS port is refused; the member keeps serving.
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch, pytest.raises(grpc.RpcError):
             rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"k"), timeout=3)
