@@ -148,6 +148,31 @@ USER_EMPTY = _define(Code.INVALID_ARGUMENT, "etcdserver: user name is empty")
 AUTH_NOT_ENABLED = _define(
     Code.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"
 )
+ROOT_USER_NOT_EXIST = _define(
+    Code.FAILED_PRECONDITION, "etcdserver: root user does not exist"
+)
+ROOT_ROLE_NOT_EXIST = _define(
+    Code.FAILED_PRECONDITION, "etcdserver: root user does not have root role"
+)
+USER_ALREADY_EXIST = _define(Code.FAILED_PRECONDITION, "etcdserver: user name already exists")
+USER_NOT_FOUND = _define(Code.FAILED_PRECONDITION, "etcdserver: user name not found")
+ROLE_ALREADY_EXIST = _define(Code.FAILED_PRECONDITION, "etcdserver: role name already exists")
+ROLE_NOT_FOUND = _define(Code.FAILED_PRECONDITION, "etcdserver: role name not found")
+ROLE_EMPTY = _define(Code.INVALID_ARGUMENT, "etcdserver: role name is empty")
+AUTH_FAILED = _define(
+    Code.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password"
+)
+ROLE_NOT_GRANTED = _define(
+    Code.FAILED_PRECONDITION, "etcdserver: role is not granted to the user"
+)
+PERMISSION_NOT_GRANTED = _define(
+    Code.FAILED_PRECONDITION, "etcdserver: permission is not granted to the role"
+)
+PERMISSION_NOT_GIVEN = _define(Code.INVALID_ARGUMENT, "etcdserver: permission not given")
+INVALID_AUTH_MGMT = _define(Code.INVALID_ARGUMENT, "etcdserver: invalid auth management")
+AUTH_OLD_REVISION = _define(
+    Code.INVALID_ARGUMENT, "etcdserver: revision of auth store is old"
+)
 
 # --- election (v3electionpb) --------------------------------------------------
 ELECTION_NO_LEADER = _define(Code.UNKNOWN, "election: no leader")

@@ -149,6 +149,16 @@ class ApplyGate(Protocol):
     def admit(self, kind: str, request: Any) -> None: ...
 
 
+class ApplyAuth(Protocol):
+    """The apply pipeline's permission stage (kvstore.server.auth_wiring):
+    run before the gates and the handler of every request, with the user name
+    and auth revision the request was proposed with. Raises the auth domain
+    error (kvstore.auth.errors.AuthError) that becomes the entry's result on
+    every member alike; returns at once while auth is disabled."""
+
+    def check(self, username: str, revision: int, kind: str, request: Any) -> None: ...
+
+
 class MessageSink(Protocol):
     """Where the driver sends Raft messages (the Transport, or a test loopback)."""
 
@@ -267,6 +277,7 @@ class KvFacade(Protocol):
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader: ...
     async def propose(self, kind: str, request: Any) -> Any: ...
+    async def read_barrier(self) -> None: ...
 
     async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse: ...
     async def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse: ...

@@ -28,6 +28,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.cluster import ClusterServicer
 from kvstore.api.election import ElectionServicer
 from kvstore.api.kv import KvServicer
@@ -44,6 +45,7 @@ from kvstore.api.options import (
 from kvstore.api.watch import WatchServicer
 from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
 from kvstore.seams import KvFacade, RpcMetrics
+from kvstore.server.auth_parts import NodeAuth
 from kvstore.server.rpc_stats import counted
 
 __all__ = [
@@ -63,22 +65,30 @@ def add_servicers(
     max_txn_ops: int = MAX_TXN_OPS,
     metrics: RpcMetrics | None = None,
 ) -> None:
-    """Register KV, Maintenance, Cluster and grpc.health.v1 (overall status
+    """Register KV, Maintenance, Cluster, Auth (when the facade carries the
+    member's auth parts) and grpc.health.v1 (overall status
     SERVING, like etcd) for the KvServer facade `kv`. Call before start().
     `metrics` defaults to `kv.metrics` (absent: RPCs are not counted)."""
     if metrics is None:
         metrics = kv.metrics
+    # The member's auth parts (KvServer.auth, built by server.assembly); a
+    # facade without them serves no Auth API and checks nothing.
+    parts: NodeAuth | None = getattr(kv, "auth", None)
+    auth = RequestAuth(parts) if parts is not None else None
     table = MethodTable()
     add = _Registrar(table, metrics)
     add(
         rpc_pb2_grpc.add_KVServicer_to_server,
-        KvServicer(kv, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops),
+        KvServicer(kv, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops, auth=auth),
         "etcdserverpb.KV",
     )
-    add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(kv),
+    add(rpc_pb2_grpc.add_MaintenanceServicer_to_server, MaintenanceServicer(kv, auth),
         "etcdserverpb.Maintenance")  # fmt: skip
-    add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(kv), "etcdserverpb.Cluster")
-    _add_coordination_servicers(add, kv)
+    add(rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(kv, auth),
+        "etcdserverpb.Cluster")  # fmt: skip
+    if auth is not None:
+        add(rpc_pb2_grpc.add_AuthServicer_to_server, auth.servicer(kv), "etcdserverpb.Auth")
+    _add_coordination_servicers(add, kv, auth)
     # The aio HealthServicer starts with the overall service ("") SERVING.
     add(health_pb2_grpc.add_HealthServicer_to_server, _HealthServicer(),
         "grpc.health.v1.Health")  # fmt: skip
@@ -111,7 +121,7 @@ class _Registrar:
         add_fn(servicer, self.server)
 
 
-def _add_coordination_servicers(add: _Registrar, kv: KvFacade) -> None:
+def _add_coordination_servicers(add: _Registrar, kv: KvFacade, auth: RequestAuth | None) -> None:
     """Watch, Lease, Lock and Election, when the facade carries a watch hub
     and a lease service (given to KvServer by server.assembly)."""
     hub = kv.watch_hub
@@ -119,13 +129,13 @@ def _add_coordination_servicers(add: _Registrar, kv: KvFacade) -> None:
     if hub is not None:
         # The hub's watch fragment threshold is the node's --max-request-bytes
         # (given to WatchHub by server.assembly), as in etcd.
-        add(rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(kv, hub),
+        add(rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(kv, hub, auth=auth),
             "etcdserverpb.Watch")  # fmt: skip
     if leases is not None:
-        add(rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(kv, leases),
+        add(rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(kv, leases, auth=auth),
             "etcdserverpb.Lease")  # fmt: skip
     if hub is not None and leases is not None:
-        add(v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(kv, leases, hub),
+        add(v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(kv, leases, hub, auth),
             "v3lockpb.Lock")  # fmt: skip
         add(v3election_pb2_grpc.add_ElectionServicer_to_server,
-            ElectionServicer(kv, leases, hub), "v3electionpb.Election")  # fmt: skip
+            ElectionServicer(kv, leases, hub, auth), "v3electionpb.Election")  # fmt: skip

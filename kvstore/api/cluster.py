@@ -11,6 +11,7 @@ from __future__ import annotations
 import grpc
 
 from kvstore.api._delegate import maybe_await
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.errors import grpc_errors
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade
@@ -19,8 +20,13 @@ Context = grpc.aio.ServicerContext
 
 
 class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
-    def __init__(self, kv: KvFacade) -> None:
+    def __init__(self, kv: KvFacade, auth: RequestAuth | None = None) -> None:
         self._kv = kv
+        self._auth = auth
+
+    def _admin(self, context: Context, method: str) -> None:
+        if self._auth is not None:
+            self._auth.check_method(context, "/etcdserverpb.Cluster/" + method)
 
     @grpc_errors
     async def MemberList(  # noqa: N802
@@ -37,22 +43,26 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
     async def MemberAdd(  # noqa: N802
         self, request: rpc_pb2.MemberAddRequest, context: Context
     ) -> rpc_pb2.MemberAddResponse:
+        self._admin(context, "MemberAdd")
         return await maybe_await(self._kv.member_add(request))
 
     @grpc_errors
     async def MemberRemove(  # noqa: N802
         self, request: rpc_pb2.MemberRemoveRequest, context: Context
     ) -> rpc_pb2.MemberRemoveResponse:
+        self._admin(context, "MemberRemove")
         return await maybe_await(self._kv.member_remove(request))
 
     @grpc_errors
     async def MemberUpdate(  # noqa: N802
         self, request: rpc_pb2.MemberUpdateRequest, context: Context
     ) -> rpc_pb2.MemberUpdateResponse:
+        self._admin(context, "MemberUpdate")
         return await maybe_await(self._kv.member_update(request))
 
     @grpc_errors
     async def MemberPromote(  # noqa: N802
         self, request: rpc_pb2.MemberPromoteRequest, context: Context
     ) -> rpc_pb2.MemberPromoteResponse:
+        self._admin(context, "MemberPromote")
         return await maybe_await(self._kv.member_promote(request))

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from kvstore import errors
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.lock import (
     claim_key,
@@ -49,7 +50,11 @@ def _owner_is(leader: v3election_pb2.LeaderKey) -> rpc_pb2.Compare:
 class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     """`kv`: KvServer facade; `leases`: LeaseService; `hub`: WatchHub."""
 
-    def __init__(self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub) -> None:
+    def __init__(
+        self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub, auth: RequestAuth | None = None
+    ) -> None:
+        """`auth`: writes are proposed for the caller (None: no auth)."""
+        self._auth = auth
         self._kv = kv
         self._leases = leases
         self._hub = hub
@@ -58,6 +63,8 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     async def Campaign(  # noqa: N802
         self, request: v3election_pb2.CampaignRequest, context: Context
     ) -> v3election_pb2.CampaignResponse:
+        if self._auth is not None:
+            self._auth.bind(context)
         kv = self._kv
         pfx = request.name + b"/"
         key, lease, rev, resp = await claim_key(
@@ -97,6 +104,8 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     async def Proclaim(  # noqa: N802
         self, request: v3election_pb2.ProclaimRequest, context: Context
     ) -> v3election_pb2.ProclaimResponse:
+        if self._auth is not None:
+            self._auth.bind(context)
         resp = await self._proclaim(request.leader, request.value)
         out = v3election_pb2.ProclaimResponse()
         out.header.CopyFrom(self._kv.header(resp.header.revision))
@@ -106,6 +115,8 @@ class ElectionServicer(v3election_pb2_grpc.ElectionServicer):
     async def Resign(  # noqa: N802
         self, request: v3election_pb2.ResignRequest, context: Context
     ) -> v3election_pb2.ResignResponse:
+        if self._auth is not None:
+            self._auth.bind(context)
         leader = request.leader
         txn = rpc_pb2.TxnRequest(
             compare=[_owner_is(leader)],

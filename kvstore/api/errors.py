@@ -2,7 +2,8 @@
 
 Owns: `grpc_errors`, the decorator every unary servicer method wears, and
 the per-call counting hook it runs (see COUNTER_ATTR_PREFIX).
-`kvstore.errors.EtcdError` -> `context.abort(e.code, e.message)` with the
+`kvstore.errors.EtcdError` (and an auth domain error, through
+api.auth_errors) -> `context.abort(e.code, e.message)` with the
 byte-exact etcd message (clients match on it); anything unexpected ->
 INTERNAL with a short message while the traceback goes to the server log.
 Never: lets an exception escape to grpc (which would log it and answer
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 import grpc
 
 from kvstore import errors
+from kvstore.api.auth_errors import to_etcd_error
+from kvstore.auth.errors import AuthError
 from kvstore.server.rpc_stats import COUNTER_ATTR_PREFIX, COUNTS_ITSELF_ATTR
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ def grpc_errors(fn: Handler[R]) -> Handler[R]:
                 counter.done(grpc.StatusCode.CANCELLED)
             raise
         except Exception as exc:  # noqa: BLE001 - mapped, logged, never leaked
+            if isinstance(exc, AuthError):  # a refusal from the apply stage or a check
+                exc = to_etcd_error(exc)
             if counter is not None:
                 counter.done(
                     exc.code if isinstance(exc, errors.EtcdError) else grpc.StatusCode.INTERNAL

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from kvstore import errors
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.errors import grpc_errors
 from kvstore.api.options import DEFAULT_MAX_REQUEST_BYTES, MAX_TXN_OPS
 from kvstore.api.validation import (
@@ -59,8 +60,11 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         *,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_txn_ops: int = MAX_TXN_OPS,
+        auth: RequestAuth | None = None,
     ) -> None:
+        """`auth`: the member's request auth (None: no auth at all)."""
         self._kv = kv
+        self._auth = auth
         self._max_request_bytes = max_request_bytes
         self._max_txn_ops = max_txn_ops
 
@@ -70,7 +74,14 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.RangeResponse:
         check_range(request)
         # No size check: etcd measures only what it proposes to Raft.
-        return ensure_header(self._kv, await self._kv.range(request))
+        auth = self._auth
+        if auth is None:
+            return ensure_header(self._kv, await self._kv.range(request))
+        checker = auth.checker
+        resp = await auth.read(
+            context, lambda ai: checker.check_range(ai, request), lambda: self._kv.range(request)
+        )
+        return ensure_header(self._kv, resp)
 
     @grpc_errors
     async def Put(  # noqa: N802
@@ -78,6 +89,8 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.PutResponse:
         check_put(request)
         check_request_size(request, self._max_request_bytes)
+        if self._auth is not None:
+            self._auth.bind(context)  # checked at apply
         return ensure_header(self._kv, await self._kv.put(request))
 
     @grpc_errors
@@ -86,6 +99,8 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
     ) -> rpc_pb2.DeleteRangeResponse:
         check_delete_range(request)
         check_request_size(request, self._max_request_bytes)
+        if self._auth is not None:
+            self._auth.bind(context)
         return ensure_header(self._kv, await self._kv.delete_range(request))
 
     @grpc_errors
@@ -97,6 +112,17 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         # (etcd serves read-only txns locally, so it never size-checks them).
         if request.ByteSize() > self._max_request_bytes and not txn_is_read_only(request):
             raise errors.REQUEST_TOO_LARGE()
+        auth = self._auth
+        if auth is not None:
+            if auth.store.enabled and txn_is_read_only(request):
+                # Served locally (no proposal): checked here, as etcd's doSerialize.
+                checker = auth.checker
+                resp = await auth.read(
+                    context, lambda ai: checker.check_txn(ai, request),
+                    lambda: self._kv.txn(request),
+                )  # fmt: skip
+                return ensure_header(self._kv, resp)
+            auth.bind(context)
         return ensure_header(self._kv, await self._kv.txn(request))
 
     @grpc_errors
@@ -104,4 +130,6 @@ class KvServicer(rpc_pb2_grpc.KVServicer):
         self, request: rpc_pb2.CompactionRequest, context: Context
     ) -> rpc_pb2.CompactionResponse:
         # Revision checks (compacted / future) belong to mvcc, as in etcd.
+        if self._auth is not None:
+            self._auth.bind(context)
         return ensure_header(self._kv, await self._kv.compact(request))

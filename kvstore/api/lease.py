@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from kvstore import errors
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.watch import LeaderMonitor, leader_check_interval, requires_leader
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
@@ -37,8 +38,15 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     """`leases` is a kvstore.lease.LeaseService; `kv` answers `has_leader`."""
 
     def __init__(
-        self, kv: KvFacade, leases: LeaseFacade, *, leader_check_s: float | None = None) -> None:
+        self,
+        kv: KvFacade,
+        leases: LeaseFacade,
+        *,
+        leader_check_s: float | None = None,
+        auth: RequestAuth | None = None,
+    ) -> None:
         self._kv = kv
+        self._auth = auth
         self._leases = leases
         self.monitor = LeaderMonitor(
             lambda: bool(kv.has_leader), leader_check_interval(kv, leader_check_s)
@@ -54,6 +62,8 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     async def LeaseRevoke(  # noqa: N802
         self, request: rpc_pb2.LeaseRevokeRequest, context: Context
     ) -> rpc_pb2.LeaseRevokeResponse:
+        if self._auth is not None:
+            self._auth.bind(context)  # WRITE on every attached key, at apply
         return await self._leases.revoke(request)
 
     @grpc_errors

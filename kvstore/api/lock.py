@@ -21,6 +21,7 @@ import contextlib
 import grpc
 
 from kvstore import errors
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.errors import grpc_errors
 from kvstore.pb import kv_pb2, rpc_pb2, v3lock_pb2, v3lock_pb2_grpc
 from kvstore.seams import KvFacade, LeaseFacade
@@ -156,7 +157,11 @@ async def still_owned(kv: KvFacade, key: bytes, create_revision: int) -> bool:
 class LockServicer(v3lock_pb2_grpc.LockServicer):
     """`kv`: KvServer facade; `leases`: LeaseService; `hub`: WatchHub."""
 
-    def __init__(self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub) -> None:
+    def __init__(
+        self, kv: KvFacade, leases: LeaseFacade, hub: WatchHub, auth: RequestAuth | None = None
+    ) -> None:
+        """`auth`: writes are proposed for the caller (None: no auth)."""
+        self._auth = auth
         self._kv = kv
         self._leases = leases
         self._hub = hub
@@ -165,6 +170,8 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
     async def Lock(  # noqa: N802
         self, request: v3lock_pb2.LockRequest, context: Context
     ) -> v3lock_pb2.LockResponse:
+        if self._auth is not None:
+            self._auth.bind(context)
         kv = self._kv
         pfx = request.name + b"/"
         key, _, my_rev, resp = await claim_key(
@@ -188,6 +195,8 @@ class LockServicer(v3lock_pb2_grpc.LockServicer):
     async def Unlock(  # noqa: N802
         self, request: v3lock_pb2.UnlockRequest, context: Context
     ) -> v3lock_pb2.UnlockResponse:
+        if self._auth is not None:
+            self._auth.bind(context)
         resp = await self._kv.delete_range(rpc_pb2.DeleteRangeRequest(key=request.key))
         out = v3lock_pb2.UnlockResponse()
         out.header.CopyFrom(self._kv.header(resp.header.revision or None))

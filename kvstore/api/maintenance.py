@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from kvstore.api._delegate import maybe_await
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.api.errors import abort_with, grpc_errors
 from kvstore.api.kv import ensure_header
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
@@ -24,8 +25,13 @@ Context = grpc.aio.ServicerContext
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
-    def __init__(self, kv: KvFacade) -> None:
+    def __init__(self, kv: KvFacade, auth: RequestAuth | None = None) -> None:
         self._kv = kv
+        self._auth = auth
+
+    def _admin(self, context: Context, method: str) -> None:
+        if self._auth is not None:
+            self._auth.check_method(context, "/etcdserverpb.Maintenance/" + method)
 
     @grpc_errors
     async def Status(  # noqa: N802
@@ -45,18 +51,21 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     async def Defragment(  # noqa: N802
         self, request: rpc_pb2.DefragmentRequest, context: Context
     ) -> rpc_pb2.DefragmentResponse:
+        self._admin(context, "Defragment")
         return await maybe_await(self._kv.defragment(request))
 
     @grpc_errors
     async def Hash(  # noqa: N802
         self, request: rpc_pb2.HashRequest, context: Context
     ) -> rpc_pb2.HashResponse:
+        self._admin(context, "Hash")
         return await maybe_await(self._kv.hash(request))
 
     @grpc_errors
     async def HashKV(  # noqa: N802
         self, request: rpc_pb2.HashKVRequest, context: Context
     ) -> rpc_pb2.HashKVResponse:
+        self._admin(context, "HashKV")
         return await maybe_await(self._kv.hash_kv(request))
 
     @grpc_errors
@@ -70,6 +79,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         self, request: rpc_pb2.SnapshotRequest, context: Context
     ) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
         try:
+            self._admin(context, "Snapshot")
             async for chunk in self._kv.snapshot(request):
                 yield chunk
         except grpc.aio.AbortError:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from kvstore import errors
+from kvstore.api.auth_gate import RequestAuth
 from kvstore.pb import rpc_pb2, rpc_pb2_grpc
 from kvstore.seams import KvFacade
 from kvstore.server.rpc_stats import counted
@@ -115,9 +116,17 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
     `leader_check_s`: the require-leader check period (default: the
     member's election timeout if `kv` exposes `election_timeout_s`, else 1 s)."""
 
-    def __init__(self, kv: KvFacade, hub: WatchHub, *, leader_check_s: float | None = None) -> None:
+    def __init__(
+        self,
+        kv: KvFacade,
+        hub: WatchHub,
+        *,
+        leader_check_s: float | None = None,
+        auth: RequestAuth | None = None,
+    ) -> None:
         self._kv = kv
         self._hub = hub
+        self._auth = auth
         self.monitor = LeaderMonitor(
             lambda: bool(kv.has_leader), leader_check_interval(kv, leader_check_s)
         )
@@ -140,7 +149,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             stream.close()  # wakes `next()` below with None
 
         unregister = self.monitor.register(on_lost) if need_leader else None
-        reader = asyncio.create_task(self._read(request_iterator, stream))
+        reader = asyncio.create_task(self._read(request_iterator, stream, context))
         try:
             while True:
                 resp = await stream.next()
@@ -159,12 +168,26 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             stream.close()
 
     async def _read(
-        self, requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStream
+        self,
+        requests: AsyncIterator[rpc_pb2.WatchRequest],
+        stream: WatchStream,
+        context: grpc.aio.ServicerContext,
     ) -> None:
+        auth = self._auth
         try:
             async for req in requests:
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
+                    if auth is not None:
+                        refusal = auth.watch_refusal(context, req.create_request)
+                        if refusal is not None:
+                            # etcd 3.4: created + canceled, watch_id -1.
+                            hub = self._hub
+                            stream.push(rpc_pb2.WatchResponse(
+                                header=hub.header(hub.current_revision), watch_id=-1,
+                                created=True, canceled=True, cancel_reason=refusal,
+                            ))  # fmt: skip
+                            continue
                     stream.create(req.create_request)
                 elif kind == "cancel_request":
                     stream.cancel(req.cancel_request.watch_id)

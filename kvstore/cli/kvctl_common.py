@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import click
 import grpc
 
-from kvstore.client import Client, errors
+from kvstore.client import Client, ClientTLS, errors
 
 EXIT_OK = 0
 EXIT_OTHER = 1
@@ -81,12 +81,20 @@ class Settings:
     write_out: str = "simple"
     dial_timeout: float = 2.0
     command_timeout: float = 5.0
+    tls: ClientTLS | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
     _client: Client | None = field(default=None, repr=False)
 
     def client(self) -> Client:
         if self._client is None:
             self._client = Client(
-                self.endpoints, dial_timeout=self.dial_timeout, command_timeout=self.command_timeout
+                self.endpoints,
+                dial_timeout=self.dial_timeout,
+                command_timeout=self.command_timeout,
+                tls=self.tls,
+                user=self.user,
+                password=self.password,
             )
         return self._client
 

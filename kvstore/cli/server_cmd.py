@@ -97,6 +97,22 @@ def _opt(flag: str, **kw: Any):  # noqa: ANN202 - click decorator factory
     help="Period of watch progress notifications (Go duration: 10m, 200ms, 1m30s).",
 )
 @_opt(
+    "--auth-token",
+    default="simple",
+    show_default=True,
+    help="'simple' or 'jwt,pub-key=...,priv-key=...,sign-method=...[,ttl=5m]'.",
+)
+@_opt("--auth-token-ttl", type=int, default=300, show_default=True, help="Seconds (simple).")
+@_opt("--cert-file", default="", help="Client server TLS cert file.")
+@_opt("--key-file", default="", help="Client server TLS key file.")
+@_opt("--trusted-ca-file", default="", help="Client server TLS trusted CA (implies client certs).")
+@_opt("--client-cert-auth", is_flag=True, default=False, help="Verify client certs; CN = user.")
+@_opt("--auto-tls", is_flag=True, default=False, help="Client TLS with a self-signed certificate.")
+@_opt("--peer-cert-file", default="", help="Peer TLS cert file.")
+@_opt("--peer-key-file", default="", help="Peer TLS key file.")
+@_opt("--peer-trusted-ca-file", default="", help="Peer TLS trusted CA file.")
+@_opt("--peer-client-cert-auth", is_flag=True, default=False, help="Check peer certificates.")
+@_opt(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error"]),
     default="info",
@@ -206,6 +222,17 @@ def build_config(kw: dict[str, Any]) -> NodeConfig:
                 kw["experimental_watch_progress_notify_interval"],
                 "--experimental-watch-progress-notify-interval",
             ),
+            auth_token=kw["auth_token"],
+            auth_token_ttl_s=kw["auth_token_ttl"],
+            client_cert_auth=kw["client_cert_auth"],
+            cert_file=kw["cert_file"],
+            key_file=kw["key_file"],
+            trusted_ca_file=kw["trusted_ca_file"],
+            auto_tls=kw["auto_tls"],
+            peer_cert_file=kw["peer_cert_file"],
+            peer_key_file=kw["peer_key_file"],
+            peer_trusted_ca_file=kw["peer_trusted_ca_file"],
+            peer_client_cert_auth=kw["peer_client_cert_auth"],
         )
         return cfg.validate()
     except ConfigError as exc:
@@ -267,6 +294,7 @@ async def serve(
     from kvstore.gateway.portshare import experimental_shared_socket
     from kvstore.gateway.server import GatewayServer
     from kvstore.server.runtime import KvNode, bind
+    from kvstore.server.tls_parts import client_credentials, metrics_ssl_context
 
     options = grpc_server_options(cfg.max_request_bytes)
     stop = asyncio.Event()
@@ -283,8 +311,10 @@ async def serve(
     # "" unless KVSTORE_EXPERIMENTAL_SHARED_CLIENT_PORT=1 (off: costs gRPC >5 %).
     shared_sock = experimental_shared_socket()
     try:
+        client_tls = client_credentials(cfg)
         for url in () if shared_sock else cfg.listen_client_urls:
-            bind(client_server, url, "--listen-client-urls")
+            bind(client_server, url, "--listen-client-urls",
+                 client_tls.credentials if client_tls else None)  # fmt: skip
         if shared_sock:
             client_server.add_insecure_port(f"unix:{shared_sock}")
         await node.start()
@@ -297,7 +327,8 @@ async def serve(
         metrics = GatewayServer(node, max_request_bytes=cfg.max_request_bytes)
         await metrics.start(
             [(u, "--listen-client-http-urls") for u in client_http_urls]
-            + [(u, "--listen-metrics-urls") for u in cfg.listen_metrics_urls]
+            + [(u, "--listen-metrics-urls") for u in cfg.listen_metrics_urls],
+            metrics_ssl_context(cfg, client_http_urls),
         )
         if shared_sock:
             await metrics.share(cfg.listen_client_urls, shared_sock)
@@ -334,7 +365,7 @@ async def serve(
     return code
 
 
-def _log_startup(cfg: NodeConfig, node: Any) -> None:
+def _log_startup(cfg: NodeConfig, node: KvNode) -> None:
     """What an operator needs, one line each (as fields in JSON)."""
     from kvstore.server.kv_server import SERVER_VERSION
 
@@ -344,7 +375,7 @@ def _log_startup(cfg: NodeConfig, node: Any) -> None:
         version = "unknown"
     urls = [*cfg.listen_client_urls, *cfg.listen_peer_urls, *cfg.listen_metrics_urls]
     tls = any(u.startswith("https://") for u in urls)
-    auth = bool(getattr(getattr(node, "auth", None), "enabled", False))
+    auth = node.kv is not None and node.kv.auth is not None and node.kv.auth.store.enabled
     lines: list[tuple[str, dict[str, Any]]] = [
         (f"kvstore version {version} (etcd API {SERVER_VERSION})",
          {"kvstore_version": version, "etcd_api_version": SERVER_VERSION}),

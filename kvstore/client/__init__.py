@@ -19,6 +19,7 @@ Example::
 
 from kvstore.client import errors
 from kvstore.client.aio import AsyncClient
+from kvstore.client.auth import ClientTLS, Permission, PermissionType
 from kvstore.client.concurrency import Election, Lock
 from kvstore.client.config_view import (
     ConfigRejection,
@@ -61,12 +62,13 @@ from kvstore.client.types import (
 from kvstore.client.watch import Watcher
 
 __all__ = [
-    "Alarm", "AsyncClient", "Client", "ClientError", "CompactedError", "Compare",
+    "Alarm", "AsyncClient", "Client", "ClientError", "ClientTLS", "CompactedError", "Compare",
     "ConfigRejection", "ConfigSnapshot", "ConfigValidationError", "ConfigView",
     "SyncConfigView",
     "ConnectionFailedError", "DeleteResult", "Election", "Event", "EventType",
     "FutureRevisionError", "GetResult", "HashKVResult", "Header", "KeyValue", "LeaderKey",
     "Lease", "LeaseExpiredError", "LeaseGrant", "LeaseNotFoundError", "LeaseTimeToLive",
+    "Permission", "PermissionType",
     "Lock", "LockKey", "Member", "NoLeaderError", "Op", "PutResult", "ServiceRegistration",
     "Status", "Txn", "TxnResult", "WatchCanceledError", "Watcher", "errors", "prefix_end",
 ]  # fmt: skip

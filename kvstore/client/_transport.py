@@ -13,6 +13,12 @@ Retry rule (ETCD_API §0.2, clientv3 `retry.go`):
     timeout, or grpc reported that it failed to connect. A write is never
     resent after it may have reached a server, so it is never applied twice.
 
+Security (kvstore/client/auth.py): with `tls`, channels are TLS channels;
+with `auth`, every call carries the token as metadata (`call_metadata`) and a
+call refused with `invalid auth token` / `revision of auth store is old` is
+sent once more with a fresh token. That resend is safe for writes too: the
+server refused the request before it could apply it.
+
 Must never: be used from two event loops (grpc.aio channels belong to the loop
 that created them), or sleep other than as a bounded retry backoff.
 """
@@ -23,7 +29,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -35,6 +41,9 @@ from kvstore.client.errors import (
     from_status,
 )
 from kvstore.pb import rpc_pb2_grpc, v3election_pb2_grpc, v3lock_pb2_grpc
+
+if TYPE_CHECKING:
+    from kvstore.client.auth import ClientTLS, TokenAuth
 
 ENV_ENDPOINTS = "KVSTORE_ENDPOINTS"
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
@@ -64,6 +73,7 @@ _STUBS = {
     "Lease": rpc_pb2_grpc.LeaseStub,
     "Cluster": rpc_pb2_grpc.ClusterStub,
     "Maintenance": rpc_pb2_grpc.MaintenanceStub,
+    "Auth": rpc_pb2_grpc.AuthStub,
     "Lock": v3lock_pb2_grpc.LockStub,
     "Election": v3election_pb2_grpc.ElectionStub,
 }
@@ -82,6 +92,32 @@ async def stream_write(call: Any, message: Any) -> None:
         raise from_status(code, details or "stream closed") from None
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from None
+
+
+async def _tls_hints(endpoints: list[str], tls: ClientTLS | None) -> str:
+    """The reasons a TLS mismatch kept `endpoints` out, as ": ep: reason; ...",
+    or "" when that is not why; at most 2 s in all."""
+    from kvstore.client.auth import diagnose_tls
+
+    if not endpoints:
+        return ""
+    try:
+        reasons = await asyncio.wait_for(
+            asyncio.gather(*(diagnose_tls(ep, tls) for ep in endpoints), return_exceptions=True),
+            2.0,
+        )
+    except TimeoutError:
+        return ""
+    found = [
+        f"{ep}: {r}" for ep, r in zip(endpoints, reasons, strict=True) if isinstance(r, str) and r
+    ]
+    return ": " + "; ".join(found) if found else ""
+
+
+def _auth_expired(err: ClientError) -> bool:
+    from kvstore.client.auth import auth_expired
+
+    return auth_expired(err)
 
 
 def parse_endpoints(endpoints: str | Sequence[str] | None) -> list[str]:
@@ -118,8 +154,12 @@ class Transport:
         dial_timeout: float = 2.0,
         command_timeout: float = 5.0,
         max_attempts: int | None = None,
+        tls: ClientTLS | None = None,
+        auth: TokenAuth | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
+        self.tls = tls
+        self.auth = auth
         self.dial_timeout = dial_timeout
         self.command_timeout = command_timeout
         self.max_attempts = max_attempts or 2 * len(self.endpoints) + 1
@@ -135,7 +175,11 @@ class Transport:
             raise ClientClosedError("client is closed")
         ch = self._channels.get(endpoint)
         if ch is None:
-            ch = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+            if self.tls is not None:
+                creds, extra = self.tls.channel_args(endpoint, self.dial_timeout)
+                ch = grpc.aio.secure_channel(endpoint, creds, options=_CHANNEL_OPTIONS + extra)
+            else:
+                ch = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
             self._channels[endpoint] = ch
         return ch
 
@@ -162,6 +206,7 @@ class Transport:
         Tries each endpoint for up to `dial_timeout` (bounded by `deadline`).
         Raises ConnectionFailedError when none connects: nothing was sent."""
         errors: list[str] = []
+        timed_out: list[str] = []
         n = len(self.endpoints)
         for i in range(n):
             ep = self.endpoints[(self._pinned + i) % n]
@@ -179,13 +224,38 @@ class Transport:
                     await asyncio.wait_for(ch.channel_ready(), budget)
                 except TimeoutError:
                     errors.append(f"{ep}: no connection within {budget:.1f}s")
+                    timed_out.append(ep)
                     continue
             self._pinned = self.endpoints.index(ep)
             return ep
+        # Nothing connected: say so in one line, with the TLS mismatch if that
+        # is the reason (only now, so failing over costs nothing extra).
+        hints = await _tls_hints(timed_out, self.tls)
         raise ConnectionFailedError(
-            "could not connect to any endpoint (" + "; ".join(errors) + ")",
+            "could not connect to any endpoint (" + "; ".join(errors) + ")" + hints,
             grpc.StatusCode.UNAVAILABLE,
         )
+
+    # --- auth ------------------------------------------------------------------
+
+    async def call_metadata(
+        self, extra: Sequence[tuple[str, str]] | None = None
+    ) -> tuple[tuple[str, str], ...]:
+        """Metadata for a call or stream: `extra` plus the token (authenticating
+        first if the client has credentials and no token yet)."""
+        if self.auth is None:
+            return tuple(extra or ())
+        await self.auth.ensure(self)
+        return (*(extra or ()), *self.auth.metadata())
+
+    async def refresh_token(self, stale_metadata: Sequence[tuple[str, str]]) -> bool:
+        """After `invalid auth token`: get a new token unless another call did
+        already. False when the client has no credentials (nothing to refresh)."""
+        if self.auth is None:
+            return False
+        stale = next((v for k, v in stale_metadata if k == "token"), None)
+        await self.auth.refresh(self, stale)
+        return True
 
     # --- unary calls -----------------------------------------------------------
 
@@ -199,14 +269,20 @@ class Transport:
         timeout: float | None = None,
         endpoint: str | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
+        authenticated: bool = True,
     ) -> tuple[str, Any]:
         """Call `service.method(request)`; return (endpoint that answered, response).
 
         `endpoint` pins the call to one member (no failover; used for
-        member-local maintenance calls). Raises ClientError subclasses."""
+        member-local maintenance calls). `authenticated=False` sends no token
+        (Authenticate itself). Raises ClientError subclasses."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.command_timeout)
         attempt = 0
+        refreshed = False
+        base_metadata = metadata
         while True:
+            if authenticated and self.auth is not None:
+                metadata = await self.call_metadata(base_metadata)
             attempt += 1
             if endpoint is not None:
                 ep = endpoint
@@ -224,6 +300,11 @@ class Transport:
                 return ep, await call(request, timeout=remaining, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 err = from_rpc_error(exc)
+            if authenticated and not refreshed and _auth_expired(err):
+                # Refused before it could apply: resend once with a new token.
+                refreshed = True
+                if await self.refresh_token(metadata or ()):
+                    continue
             never_sent = isinstance(err, ConnectionFailedError)
             if err.retryable or never_sent:
                 self.endpoint_failed(ep)  # the next call starts elsewhere

@@ -33,6 +33,7 @@ from kvstore.client._transport import (
     parse_endpoints,
     stream_write,
 )
+from kvstore.client.auth import AuthMixin, ClientTLS, TokenAuth
 from kvstore.client.concurrency import DEFAULT_SESSION_TTL, Election, Lock
 from kvstore.client.config_view import ConfigView, OnChange, OnError, Schema
 from kvstore.client.configtree import Decoder
@@ -79,11 +80,17 @@ ProgressCallback = Callable[[int, int], None]
 _FILTERS = {"noput": 0, "nodelete": 1}
 
 
-class AsyncClient:
+class AsyncClient(AuthMixin):
     """Async client. Create with endpoints ("host:port", list or comma-separated;
     default: $KVSTORE_ENDPOINTS), `dial_timeout` (seconds to connect to one
     endpoint) and `command_timeout` (default deadline of each call; every
-    method also takes `timeout=`)."""
+    method also takes `timeout=`).
+
+    Security: `tls=ClientTLS(ca_file=..., cert_file=..., key_file=...)` (or
+    `tls=True` for the system roots; "https://" endpoints imply it); `user=`
+    and `password=` (both non-empty, as clientv3) authenticate once and
+    re-authenticate by themselves when the token expires (watches and lease
+    keep-alives carry on)."""
 
     def __init__(
         self,
@@ -91,10 +98,21 @@ class AsyncClient:
         *,
         dial_timeout: float = 2.0,
         command_timeout: float = 5.0,
+        tls: ClientTLS | bool | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
+        if tls is None and _any_https(endpoints):
+            tls = True
         self.endpoints = parse_endpoints(endpoints)
         self.transport = Transport(
-            self.endpoints, dial_timeout=dial_timeout, command_timeout=command_timeout
+            self.endpoints,
+            dial_timeout=dial_timeout,
+            command_timeout=command_timeout,
+            tls=ClientTLS() if tls is True else (tls or None),
+            # clientv3: credentials only when both are given (an empty password
+            # means "no authentication", e.g. a certificate-only user).
+            auth=TokenAuth(user, password) if user and password else None,
         )
 
     async def close(self) -> None:
@@ -326,7 +344,7 @@ class AsyncClient:
         deadline = timeout if timeout is not None else self.transport.command_timeout
         ep = await self.transport.connect(time.monotonic() + deadline)
         call = self.transport.stub(ep, "Lease").LeaseKeepAlive(
-            metadata=REQUIRE_LEADER, timeout=deadline
+            metadata=await self.transport.call_metadata(REQUIRE_LEADER), timeout=deadline
         )
         try:
             await stream_write(call, rpc_pb2.LeaseKeepAliveRequest(ID=lease_id))
@@ -518,8 +536,9 @@ class AsyncClient:
         """Stream a backend snapshot into the binary file `out`; returns bytes
         written. `progress(received, remaining)` is called after each chunk."""
         ep = endpoint or await self.transport.connect()
+        metadata = await self.transport.call_metadata()
         call = self.transport.stub(ep, "Maintenance").Snapshot(
-            rpc_pb2.SnapshotRequest(), timeout=timeout
+            rpc_pb2.SnapshotRequest(), timeout=timeout, metadata=metadata
         )
         received = 0
         try:
@@ -541,3 +560,10 @@ class AsyncClient:
             os.fsync(f.fileno())
         os.replace(part, path)
         return n
+
+
+def _any_https(endpoints: str | Sequence[str] | None) -> bool:
+    if endpoints is None:
+        return False
+    items = endpoints.split(",") if isinstance(endpoints, str) else endpoints
+    return any(ep.strip().startswith("https://") for ep in items)

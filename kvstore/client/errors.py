@@ -178,6 +178,22 @@ class InvalidAuthTokenError(ClientError):
     pass
 
 
+class AuthFailedError(InvalidArgumentError):
+    """Authenticate: wrong user name or password."""
+
+
+class AuthNotEnabledError(ClientError):
+    pass
+
+
+class AuthOldRevisionError(InvalidArgumentError):
+    """The auth state changed after the token was issued: authenticate again."""
+
+
+class UserEmptyError(InvalidArgumentError):
+    """No credentials while auth is enabled."""
+
+
 class CorruptError(ClientError):
     pass
 
@@ -224,6 +240,10 @@ _BY_MESSAGE: dict[str, type[ClientError]] = {
     etcd_errors.BAD_LEADER_TRANSFEREE.message: BadLeaderTransfereeError,
     etcd_errors.PERMISSION_DENIED.message: PermissionDeniedError,
     etcd_errors.INVALID_AUTH_TOKEN.message: InvalidAuthTokenError,
+    etcd_errors.AUTH_FAILED.message: AuthFailedError,
+    etcd_errors.AUTH_NOT_ENABLED.message: AuthNotEnabledError,
+    etcd_errors.AUTH_OLD_REVISION.message: AuthOldRevisionError,
+    etcd_errors.USER_EMPTY.message: UserEmptyError,
     etcd_errors.CORRUPT.message: CorruptError,
     etcd_errors.ELECTION_NO_LEADER.message: ElectionNoLeaderError,
 }

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from kvstore.client._transport import REQUIRE_LEADER, stream_write
+from kvstore.client.auth import auth_expired
 from kvstore.client.errors import (
     ClientClosedError,
     ClientError,
@@ -78,9 +79,14 @@ class KeepAlive:
             except Exception as exc:  # noqa: BLE001 - any failure: try another member
                 err = from_rpc_error(exc) if isinstance(exc, grpc.aio.AioRpcError) else exc
                 log.debug("lease %x keepalive via %s failed: %r", self.lease_id, ep, err)
-                if ep is not None:
-                    transport.endpoint_failed(ep)
-                exclude = ep
+                if isinstance(err, ClientError) and auth_expired(err):
+                    # The token expired (or the member restarted): new token, same member.
+                    with contextlib.suppress(ClientError):
+                        await transport.refresh_token(await transport.call_metadata())
+                else:
+                    if ep is not None:
+                        transport.endpoint_failed(ep)
+                    exclude = ep
             # Brief pause before trying the next endpoint (bounded by expiry).
             await asyncio.sleep(min(0.2, max(0.0, self._deadline - time.monotonic())))
         self.expired.set()
@@ -90,8 +96,10 @@ class KeepAlive:
 
         Raises a retryable ClientError when the stream breaks or a renewal
         gets no answer in time, so `_run` fails over while the lease lives."""
-        stub = self._client.transport.stub(ep, "Lease")
-        call = stub.LeaseKeepAlive(metadata=REQUIRE_LEADER)
+        transport = self._client.transport
+        stub = transport.stub(ep, "Lease")
+        metadata = await transport.call_metadata(REQUIRE_LEADER)
+        call = stub.LeaseKeepAlive(metadata=metadata)
         try:
             while True:
                 await stream_write(call, rpc_pb2.LeaseKeepAliveRequest(ID=self.lease_id))

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kvstore.client.aio import AsyncClient
+from kvstore.client.auth import ClientTLS
 from kvstore.client.config_view import (
     ConfigView,
     OnChange,
@@ -177,10 +178,22 @@ class Client(_Blocking):
         *,
         dial_timeout: float = 2.0,
         command_timeout: float = 5.0,
+        tls: ClientTLS | bool | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         runner = _LoopThread()
         # Build the AsyncClient on its loop: grpc.aio objects belong to one loop.
-        aio = runner.run(_make_async(endpoints, dial_timeout, command_timeout))
+        aio = runner.run(
+            _make_async(
+                endpoints,
+                dial_timeout=dial_timeout,
+                command_timeout=command_timeout,
+                tls=tls,
+                user=user,
+                password=password,
+            )
+        )
         super().__init__(aio, runner)
         # Open config views by id (a Mapping is unhashable): closed with the client.
         object.__setattr__(self, "_views", weakref.WeakValueDictionary())
@@ -238,5 +251,5 @@ class Client(_Blocking):
         self.close()
 
 
-async def _make_async(endpoints: Any, dial_timeout: float, command_timeout: float) -> AsyncClient:
-    return AsyncClient(endpoints, dial_timeout=dial_timeout, command_timeout=command_timeout)
+async def _make_async(endpoints: Any, **kwargs: Any) -> AsyncClient:
+    return AsyncClient(endpoints, **kwargs)

@@ -30,10 +30,12 @@ import grpc
 
 from kvstore.client import _convert
 from kvstore.client._transport import REQUIRE_LEADER, stream_write
+from kvstore.client.auth import auth_expired, cancel_reason_auth_expired
 from kvstore.client.errors import (
     ClientError,
     CompactedError,
     ConnectionFailedError,
+    InvalidAuthTokenError,
     WatchCanceledError,
     from_rpc_error,
     from_status,
@@ -98,6 +100,7 @@ class Watcher:
         self.reconnects = 0
         self.endpoint: str | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
+        self._metadata: tuple[tuple[str, str], ...] = ()  # of the open stream (its token)
         # One item per WatchResponse: whole revisions (etcd and kvstore never
         # split a revision across responses unless the watch asked to fragment).
         self._queue: asyncio.Queue[list[Event] | _End] = asyncio.Queue(_QUEUE_RESPONSES)
@@ -186,11 +189,17 @@ class Watcher:
     async def _open(self, exclude: str | None) -> None:
         """(Re)open the stream at `next_revision`; returns after `created`."""
         deadline = time.monotonic() + self._reconnect_timeout
+        auth_refreshes = 0
         while True:
             try:
                 await self._open_once(exclude)
                 return
             except ClientError as err:
+                if auth_expired(err) and auth_refreshes < 3:
+                    # Token expired or unknown to this member: a new one, same member.
+                    auth_refreshes += 1
+                    if await self._transport.refresh_token(self._metadata):
+                        continue
                 if not (err.retryable or isinstance(err, ConnectionFailedError)):
                     raise
                 if self.endpoint is not None:
@@ -205,7 +214,8 @@ class Watcher:
         ep = await self._transport.connect(exclude=exclude)
         self.endpoint = ep
         stub = self._transport.stub(ep, "Watch")
-        call = stub.Watch(metadata=REQUIRE_LEADER)
+        self._metadata = await self._transport.call_metadata(REQUIRE_LEADER)
+        call = stub.Watch(metadata=self._metadata)
         self._call = call
         create = rpc_pb2.WatchCreateRequest(
             key=self._key,
@@ -239,6 +249,8 @@ class Watcher:
             raise CompactedError(compact_revision=resp.compact_revision)
         if resp.cancel_reason == _NO_LEADER:
             raise from_status(grpc.StatusCode.UNAVAILABLE, _NO_LEADER)  # -> reconnect
+        if cancel_reason_auth_expired(resp.cancel_reason):
+            raise InvalidAuthTokenError(resp.cancel_reason, grpc.StatusCode.UNAUTHENTICATED)
         raise WatchCanceledError(resp.cancel_reason or "watch canceled by the server")
 
     async def _receive(self) -> list[Event]:
@@ -254,6 +266,10 @@ class Watcher:
                 raise ClientError("watch stream ended", grpc.StatusCode.UNAVAILABLE)
             self._check_canceled(resp)
         except ClientError as err:
+            if auth_expired(err) and await self._transport.refresh_token(self._metadata):
+                self.reconnects += 1
+                await self._open(exclude=None)  # same member, new token
+                return []
             if not (err.retryable or isinstance(err, ConnectionFailedError)):
                 raise
             await self._reconnect()

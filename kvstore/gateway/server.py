@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -69,14 +70,20 @@ class GatewayServer:
             return f" (gRPC; HTTP/JSON gateway on {http})"
         return " (gRPC; HTTP/JSON gateway: --listen-client-http-urls)"
 
-    async def start(self, urls: list[tuple[str, str]]) -> None:
-        """Listen on every (url, flag) given; the flag names errors."""
+    async def start(
+        self, urls: list[tuple[str, str]], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Listen on every (url, flag) given, an https:// one with
+        `ssl_context`; the flag names errors."""
         if not urls:
             return
         runner = await self._setup()
         for url, flag in urls:
             host, port = host_port(url, flag)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            tls = ssl_context if url.startswith("https://") else None
+            if url.startswith("https://") and tls is None:
+                raise StartupError(f"cannot listen on {url} ({flag}): no TLS")
+            site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
             try:
                 await site.start()
             except OSError as exc:

@@ -8,7 +8,9 @@ Never: reads the clock, randomness or per-node settings (apply must be
 deterministic on every member); never touches Raft or the network.
 
 The pipeline of one request, fixed at construction (server.assembly builds
-it): decode -> gate stages (the NOSPACE quota stage, `ApplyGate`) -> the
+it): decode -> permission stage (`ApplyAuth`, the caller named in the
+entry checked against the auth revision it was admitted at; etcd's
+authApplierV3) -> gate stages (the NOSPACE quota stage, `ApplyGate`) -> the
 handler for its kind (`apply_handlers`: MVCC, lease and alarm operations) ->
 result. An unhandled kind answers NOT_CAPABLE on every member alike.
 Timings go to the `NodeObserver` given at construction (none: not timed).
@@ -24,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from kvstore import errors
 from kvstore import failpoints as fp
+from kvstore.auth.errors import AuthError
 from kvstore.mvcc import MvccBatch, MvccStore
 from kvstore.pb import internal_pb2, kv_pb2, rpc_pb2
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType
-from kvstore.seams import ApplyGate, ApplyHandler, NodeObserver
+from kvstore.seams import ApplyAuth, ApplyGate, ApplyHandler, NodeObserver
 from kvstore.server.membership import MEMBERS_META_KEY, Member, MemberTable
 from kvstore.storage.codec import encode_u64
 
@@ -114,7 +117,9 @@ class Applier:
         handlers: Mapping[str, ApplyHandler] | None = None,
         gates: Sequence[ApplyGate] = (),
         observer: NodeObserver | None = None,
+        auth: ApplyAuth | None = None,
     ) -> None:
+        """`auth`: the permission stage (None: no auth, as before)."""
         self._store = store
         self._members = members
         self._request_type = internal_pb2.InternalRequest
@@ -124,6 +129,7 @@ class Applier:
         )
         self._gates = tuple(gates)
         self._observer = observer
+        self._auth = auth
 
     def conf_state(self) -> ConfState:
         """The configuration as of the applied index (for snapshot records):
@@ -213,10 +219,14 @@ class Applier:
         else:
             request = getattr(req, kind)
             try:
+                if self._auth is not None:
+                    self._auth.check(req.username, req.auth_revision, kind, request)
                 for gate in self._gates:
                     gate.admit(kind, request)
                 outcome = handler(batch, request)
-            except errors.EtcdError as exc:
+            except (errors.EtcdError, AuthError) as exc:
+                # An auth refusal is a result like any other: the proposer
+                # re-raises it (and retries on AuthOldRevision).
                 outcome = exc
         if req.id:
             result.results.append((req.id, outcome))

@@ -5,7 +5,8 @@ dependency order, each handed the parts (or the `kvstore.seams` callables) it
 needs, and nothing set on any object afterwards:
 
     peers       PeerChannels (every channel to another member; the one choice
-                of peer credentials) and PeerClient over it — made first by
+                of peer credentials, server.tls_parts), the peer listener's
+                reloading credentials, and PeerClient over it — made first by
                 `NodeParts.open`, since a joiner asks the running members who
                 it is before its data dir exists
     storage     data dir: RocksDB backend, Raft log, MVCC store (with the
@@ -14,9 +15,12 @@ needs, and nothing set on any object afterwards:
                 after an install), receiver and sender (transport/)
     transport   GrpcTransport (Raft streams over the pool; MSG_SNAP to the
                 sender)
-    raft        `build_raft_member`: Applier (gate stages: NOSPACE quota ->
-                handlers: MVCC, lease, alarm; timings to the metrics
-                observer) -> RaftCore -> NodeDriver -> Proposer
+    auth        NodeAuth (server.auth_parts): auth store loaded from the
+                data dir, permission checker, token provider, hasher
+    raft        `build_raft_member`: Applier (permission stage NodeAuth.check
+                -> gate stages: NOSPACE quota -> handlers: MVCC, lease,
+                alarm, auth writes; timings to the metrics observer)
+                -> RaftCore -> NodeDriver -> Proposer
     forwarding  LeaderForwarder over LeaderResolver (followers run lease
                 keepalive/TTL and membership changes on the leader)
     facades     WatchHub, LeaseService, MaintenanceService, AutoCompactor
@@ -42,7 +46,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from kvstore.auth.caller import CALLER
 from kvstore.lease import (
     LeaderLeases,
     LeaseService,
@@ -72,6 +78,7 @@ from kvstore.seams import (
     SnapshotInstaller as Installer,
 )
 from kvstore.server.applier import Applier, ApplyResult, apply_handlers
+from kvstore.server.auth_parts import NodeAuth
 from kvstore.server.config import NodeConfig
 from kvstore.server.datadir import OpenedDataDir, needs_join, open_data_dir
 from kvstore.server.join import fetch_join_info, member_list_fetcher
@@ -80,6 +87,11 @@ from kvstore.server.membership import MEMBERS_META_KEY, JoinInfo, MemberTable
 from kvstore.server.metrics import NodeMetrics
 from kvstore.server.node import NodeDriver
 from kvstore.server.proposer import Proposer
+from kvstore.server.tls_parts import (
+    forward_channel_credentials,
+    peer_channel_credentials,
+    peer_server_credentials,
+)
 from kvstore.storage.snapshot_spool import SPOOL_DIRNAME, clean_spool
 from kvstore.transport import GrpcTransport
 from kvstore.transport.forward import LeaderForwarder, LeaderResolver, LeaseForwarding
@@ -122,6 +134,7 @@ def build_raft_member(
     election_timeout_s: float,
     handlers: Mapping[str, ApplyHandler] | None = None,
     gates: Sequence[ApplyGate] = (),
+    auth: NodeAuth | None = None,
     observer: NodeObserver | None = None,
     watch_hook: WatchHook | None = None,
     on_apply: Callable[[ApplyResult], None] | None = None,
@@ -135,8 +148,9 @@ def build_raft_member(
     NodeParts builds every member's Raft half here; the driver tests build
     theirs here too, with in-memory storage and a loopback transport."""
     applier = Applier(
-        store, members, raft.applied, handlers=handlers, gates=gates, observer=observer
-    )
+        store, members, raft.applied, handlers=handlers, gates=gates, observer=observer,
+        auth=auth,
+    )  # fmt: skip
     core = RaftCore(raft, log_storage, rng)
     driver = NodeDriver(
         core,
@@ -154,7 +168,10 @@ def build_raft_member(
         snapshot_installer=snapshot_installer,
         observer=observer,
     )
-    proposer = Proposer(driver, store, cluster_id=cluster_id, member_id=raft.id)
+    proposer = Proposer(
+        driver, store, cluster_id=cluster_id, member_id=raft.id,
+        system_caller=auth.system_caller if auth is not None else None,
+    )  # fmt: skip
     return RaftMember(applier, core, driver, proposer)
 
 
@@ -195,8 +212,8 @@ class NodeParts:
         existing`, no data dir yet) asks the running members through it who
         it is (ids are not derivable from the flags once members were added
         and removed); then every other part."""
-        # credentials=None: plaintext. Peer TLS is chosen here and only here.
-        channels = PeerChannels(credentials=None)
+        # Peer TLS is chosen here and only here (None: plaintext).
+        channels = PeerChannels(credentials=peer_channel_credentials(cfg))
         try:
             join = None
             if needs_join(cfg):
@@ -228,6 +245,8 @@ class NodeParts:
         self._lease_clock: Clock = lease_clock or MonotonicClock()
         # --- peers: every channel to another member comes from this pool ----
         self.channels = channels
+        # The peer listener's reloading credentials (KvNode binds it); None: plaintext.
+        self.peer_tls = peer_server_credentials(cfg)
         self.peer_client = PeerClient(channels)
         # --- storage (the lessor first: the MVCC store's lease hooks) -------
         self.lessor = Lessor()
@@ -278,8 +297,19 @@ class NodeParts:
             snapshot_sender=self.sender.send,
             snapshot_receiver=self.receiver.handle,
         )
-        # --- raft: apply pipeline (NOSPACE stage, then MVCC / lease / alarm),
-        # core, driver, proposer -------------------------------------------------
+        # --- auth: the replicated store as the data dir has it --------------
+        self.auth = NodeAuth(
+            backend,
+            self.lessor.keys_of,
+            auth_token=cfg.auth_token,
+            token_ttl_s=cfg.auth_token_ttl_s,
+            client_cert_auth=cfg.client_cert_auth,
+        )
+        handlers = dict(apply_handlers(lessor=self.lessor, alarms=self.alarms))
+        handlers.update(self.auth.store.handlers())
+
+        # --- raft: apply pipeline (permissions, NOSPACE stage, then MVCC /
+        # lease / alarm / auth), core, driver, proposer ------------------------
         raft = build_raft_member(
             RaftConfig(
                 id=member_id,
@@ -299,8 +329,9 @@ class NodeParts:
             rng=random.Random(member_id ^ time.time_ns()),
             tick_interval_s=cfg.tick_interval_s,
             election_timeout_s=cfg.election_timeout_s,
-            handlers=apply_handlers(lessor=self.lessor, alarms=self.alarms),
+            handlers=handlers,
             gates=(self.alarms,),
+            auth=self.auth,
             observer=metrics,
             watch_hook=self._publish,
             on_apply=self._events.applied,
@@ -312,8 +343,14 @@ class NodeParts:
         self.driver, self.proposer = raft.driver, raft.proposer
 
         # --- forwarding: a follower runs leader-only calls on the leader -------
+        # They go to the leader's CLIENT URL: over TLS when that is https.
+        forward_tls = forward_channel_credentials(cfg)
+        self.forward_channels: PeerChannels | None = (
+            PeerChannels(credentials=forward_tls) if forward_tls is not None else None
+        )
         self.forwarder = LeaderForwarder(
-            self.peer_client, LeaderResolver(self._leader_id, data.members)
+            PeerClient(self.forward_channels) if self.forward_channels else self.peer_client,
+            LeaderResolver(self._leader_id, data.members),
         )
 
         # --- facades ------------------------------------------------------------
@@ -326,7 +363,7 @@ class NodeParts:
         self.leases = LeaseService(
             self.lessor,
             LeaderLeases(self.lessor, self._lease_clock),
-            propose=self.proposer.propose,
+            propose=self._lease_propose,
             header=self.proposer.header,
             is_leader=self._is_leader,
             forwarder=LeaseForwarding(self.forwarder),
@@ -365,6 +402,7 @@ class NodeParts:
             maintenance=self.maintenance,
             metrics=metrics,
             forwarder=self.forwarder,
+            auth=self.auth,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -397,6 +435,8 @@ class NodeParts:
         await self.driver.stop()
         await _quietly("transport stop", self.transport.stop())
         await _quietly("forwarder close", self.forwarder.close())
+        if self.forward_channels is not None:
+            await _quietly("forward channels close", self.forward_channels.close())
         await _quietly("peer channels close", self.channels.close())
 
     # ------------------------------------------------ calls between the parts
@@ -426,6 +466,14 @@ class NodeParts:
     async def _compact(self, revision: int) -> None:
         await self.kv.compact(rpc_pb2.CompactionRequest(revision=revision))
 
+    async def _lease_propose(self, kind: str, request: Any) -> Any:
+        """The lease service's proposals: for the RPC's caller when one is
+        bound (LeaseRevoke), else for the member itself (expiry revokes and
+        checkpoints from the lease loop, root while auth is on)."""
+        if CALLER.get() is None:
+            return await self.proposer.propose_as_member(kind, request)
+        return await self.proposer.propose(kind, request)
+
     def _snapshot_installed(self, snapshot: Snapshot) -> None:
         """After an install swapped the backend's state: every component
         rebuilds its in-memory view through its own recovery method (driver
@@ -437,6 +485,7 @@ class NodeParts:
         if raw:
             data.members.replace(MemberTable.decode(bytes(raw)))
         self.alarms.reload(data.backend)
+        self.auth.reload(data.backend)
         try:
             self.lessor.recover(data.backend, data.store.leased_keys())
         except Exception:  # noqa: BLE001 - leases are rebuilt best-effort

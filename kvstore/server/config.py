@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from kvstore.auth.errors import AuthError
+from kvstore.auth.tokens import parse_auth_token
 from kvstore.maintenance.compaction import parse_retention
 
 DEFAULT_NAME = "default"
@@ -123,12 +125,35 @@ class NodeConfig:
     auto_compaction_retention: str = "0"  # "0": off
     # etcd --experimental-watch-progress-notify-interval (default 10m).
     watch_progress_notify_interval_s: float = 600.0
+    # Auth (issue 15): etcd's --auth-token (simple | jwt,...) and
+    # --auth-token-ttl (seconds, simple tokens); --client-cert-auth makes a
+    # verified client certificate's CN the user of a request without a token.
+    auth_token: str = "simple"
+    auth_token_ttl_s: int = 300
+    client_cert_auth: bool = False
+    # TLS (etcd's flags; an https:// URL turns a listener's TLS on).
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""
+    auto_tls: bool = False
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
     # Derived by validate(). For a joining member (`existing`) these are only
     # the flag-derived defaults: the real ids come from the cluster at first
     # start and are kept in the data dir (OpenedDataDir.member_id/cluster_id).
     peers: dict[int, PeerSpec] = field(default_factory=dict)
     member_id: int = 0
     cluster_id: int = 0
+
+    def _validate_auth(self) -> None:
+        if self.auth_token_ttl_s <= 0:
+            raise ConfigError("--auth-token-ttl must be a positive number of seconds")
+        try:  # reads the jwt key files: a bad flag stops the start, in one line
+            parse_auth_token(self.auth_token, lambda: 1, self.auth_token_ttl_s)
+        except AuthError as exc:
+            raise ConfigError(f"--auth-token: {exc}") from None
 
     @property
     def tick_interval_s(self) -> float:
@@ -152,6 +177,7 @@ class NodeConfig:
             raise ConfigError("--name must not be empty")
         if not self.data_dir:
             self.data_dir = f"{self.name}.kvstore"
+        self._validate_auth()
         if self.heartbeat_interval_ms <= 0:
             raise ConfigError("--heartbeat-interval must be a positive number of milliseconds")
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:

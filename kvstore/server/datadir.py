@@ -52,6 +52,11 @@ DB_DIRNAME = "db"
 IDENTITY_FILE = "member.json"
 
 
+# --auto-tls certificates (etcd's <data-dir>/fixtures), made before the data
+# dir is opened: not a sign of a foreign directory.
+FIXTURES_DIRNAME = "fixtures"
+
+
 @dataclass
 class OpenedDataDir:
     path: Path
@@ -158,7 +163,7 @@ def open_data_dir(
         ident = Identity.load(id_file)
         check_identity(cfg, path, ident)
         join = None  # a restart never re-joins: the data dir knows its cluster
-    elif path.is_dir() and any(path.iterdir()):
+    elif path.is_dir() and any(p.name != FIXTURES_DIRNAME for p in path.iterdir()):
         raise DataDirError(
             f"data dir {path} is not empty and is not a kvstore data dir "
             f"({IDENTITY_FILE} missing); refusing to use it"

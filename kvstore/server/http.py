@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 
 from kvstore.server.config import host_port
 from kvstore.server.errors import StartupError
@@ -35,11 +36,17 @@ class MetricsServer:
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: list[int] = []
 
-    async def start(self, urls: tuple[str, ...] | list[str]) -> None:
+    async def start(
+        self, urls: tuple[str, ...] | list[str], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """Listen on every URL; an https:// one with `ssl_context`."""
         for url in urls:
             host, port = host_port(url, "--listen-metrics-urls")
+            tls = ssl_context if url.startswith("https://") else None
+            if url.startswith("https://") and tls is None:
+                raise StartupError(f"cannot listen on {url} (--listen-metrics-urls): no TLS")
             try:
-                server = await asyncio.start_server(self._handle, host, port)
+                server = await asyncio.start_server(self._handle, host, port, ssl=tls)
             except OSError as exc:
                 raise StartupError(
                     f"cannot listen on {url} (--listen-metrics-urls): {exc}"

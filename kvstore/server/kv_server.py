@@ -30,6 +30,7 @@ from kvstore.transport.forward import LeaderForwarder
 
 if TYPE_CHECKING:
     from kvstore.maintenance.service import MaintenanceService
+    from kvstore.server.auth_parts import NodeAuth
     from kvstore.server.metrics import NodeMetrics
     from kvstore.watch import WatchHub
 
@@ -59,7 +60,8 @@ class KvServer:
     defragment fall back to the plain behaviour below), `metrics` (counts
     RPCs when the api registers servicers; None: not counted), `forwarder`
     (transport.forward: a follower runs membership changes on the leader
-    through it; None: a follower answers them "no leader")."""
+    through it; None: a follower answers them "no leader"), `auth`
+    (server.auth_parts.NodeAuth; None: the Auth API is off)."""
 
     def __init__(
         self,
@@ -78,8 +80,12 @@ class KvServer:
         maintenance: MaintenanceService | None = None,
         metrics: NodeMetrics | None = None,
         forwarder: LeaderForwarder | None = None,
+        auth: NodeAuth | None = None,
     ) -> None:
         self._driver = driver
+        # The member's auth parts (the api builds the Auth servicer and the
+        # per-request checks from them); None: no auth at all.
+        self.auth = auth
         self._store = store
         self._members = members
         self.cluster_id = cluster_id

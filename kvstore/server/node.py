@@ -557,7 +557,7 @@ class NodeDriver:
         self.commit_index = max(self.commit_index, self.applied_index)
         waiters = self.waiters
         for rid, outcome in result.results:
-            if isinstance(outcome, errors.EtcdError):
+            if isinstance(outcome, Exception):  # EtcdError or an auth refusal
                 waiters.fail(rid, outcome)
             else:
                 waiters.trigger(rid, outcome)

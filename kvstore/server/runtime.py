@@ -59,15 +59,26 @@ def listen_address(url: str, flag: str) -> str:
     return f"{host}:{port}"
 
 
-def bind(server: grpc.aio.Server, url: str, flag: str) -> int:
-    """Bind `server` to `url` (insecure); StartupError with one line on failure."""
+def bind(
+    server: grpc.aio.Server,
+    url: str,
+    flag: str,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Bind `server` to `url` (TLS with `credentials` when the URL is
+    https://, else insecure); StartupError with one line on failure."""
     addr = listen_address(url, flag)
     host, port = host_port(url, flag)
     if port and not _can_bind(host, port):
         # Checked first so gRPC core does not log its own multi-line error.
         raise StartupError(f"cannot listen on {url} ({flag}): address already in use")
     try:
-        port = server.add_insecure_port(addr)
+        if url.startswith("https://"):
+            if credentials is None:
+                raise StartupError(f"cannot listen on {url} ({flag}): no TLS certificate given")
+            port = server.add_secure_port(addr, credentials)
+        else:
+            port = server.add_insecure_port(addr)
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {url} ({flag}): address in use?") from exc
     if port == 0:
@@ -163,7 +174,8 @@ class KvNode(NodeEvents):
                     options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)]
                 )
                 for url in cfg.listen_peer_urls:
-                    bind(self._peer_server, url, "--listen-peer-urls")
+                    bind(self._peer_server, url, "--listen-peer-urls",
+                         parts.peer_tls.credentials if parts.peer_tls else None)  # fmt: skip
             parts.transport.add_to_server(self._peer_server)
             add_members_service(self._peer_server, serve_snapshot(self))
             await self._peer_server.start()
