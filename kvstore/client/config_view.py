@@ -217,6 +217,7 @@ class ConfigView(Mapping[str, Any]):
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._watcher: Watcher | None = None
+        self._past_reconnects = 0  # of the watches this view replaced
         self._closed = False
         self.rejections = 0
         self.last_rejection: ConfigRejection | None = None
@@ -246,8 +247,10 @@ class ConfigView(Mapping[str, Any]):
 
     @property
     def reconnects(self) -> int:
-        """How often the current watch was resumed on another member."""
-        return self._watcher.reconnects if self._watcher is not None else 0
+        """How often the view's watch was resumed on another member, over the
+        view's life (a re-read after a compaction starts a new watch)."""
+        current = self._watcher.reconnects if self._watcher is not None else 0
+        return self._past_reconnects + current
 
     def __getitem__(self, key: str) -> Any:
         return self._snapshot[key]
@@ -307,6 +310,8 @@ class ConfigView(Mapping[str, Any]):
                     start_revision=self._raw_revision + 1,
                     reconnect_timeout=self._reconnect_timeout,
                 )
+                if self._watcher is not None:
+                    self._past_reconnects += self._watcher.reconnects
                 self._watcher = watcher
                 async with watcher:
                     backoff = _BACKOFF_MIN_S

@@ -238,6 +238,10 @@ def test_view_under_txn_writer_survives_compaction_and_kill_9_of_its_member(clus
     restarted = False
     try:
         wait_until(lambda: writer.last_i >= 20, timeout=60, what="20 txns")
+        # Both views follow the writer before their members go away (under load
+        # a view's first events can lag the writer's first txns).
+        wait_until(lambda: all(len(v) >= 5 for v in observed.values()), timeout=60,
+                   what="both views following the writer")  # fmt: skip
         proxy.block()  # the proxied view loses its member...
         cluster.kill(victim)  # ... and kill -9 of the failover view's member
         wait_until(lambda: writer.last_i >= 40, timeout=60, what="txns after the kill")
@@ -260,6 +264,8 @@ def test_view_under_txn_writer_survives_compaction_and_kill_9_of_its_member(clus
         cluster.restart(victim)
         restarted = True
         wait_until(lambda: writer.last_i >= 80, timeout=60, what="txns after the restart")
+        wait_until(lambda: all(len(v) >= 10 for v in observed.values()), timeout=60,
+                   what="both views following the writer again")  # fmt: skip
     finally:
         writer.close()
         if not restarted:
