@@ -1,6 +1,6 @@
 """kvstore's gateway beyond the etcd 3.4 differential: lock and election
-over HTTP, the streamed methods (snapshot, keepalive), the auth calls that
-would need a store, metrics counting gateway calls like gRPC ones, and the
+over HTTP, the streamed methods (snapshot, keepalive), auth over HTTP with
+the Authorization header, metrics counting gateway calls like gRPC ones, and the
 experimental shared client port.
 """
 
@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
-from gateway_harness import GatewayNode, http
+from gateway_harness import GatewayNode, http, start_kvstore
 
 from kvstore.testing.waiting import free_port, wait_until
 
@@ -64,12 +66,43 @@ def test_streamed_methods_answer_result_lines(kvstore_gw: GatewayNode) -> None:
     assert "remaining_bytes" not in chunks[-1]  # 0 on the last chunk: omitted
 
 
-def test_auth_writes_are_unimplemented_not_pretended(kvstore_gw: GatewayNode) -> None:
-    status, err = post(kvstore_gw, "/v3/auth/user/add", {"name": "u", "password": "p"})
-    assert (status, err["code"]) == (501, 12)
-    assert err["message"] == "kvstore: Auth/UserAdd is not implemented"
-    status, body = post(kvstore_gw, "/v3/auth/status", {})  # etcd 3.5's path
-    assert status == 200 and "enabled" not in body
+def test_auth_over_http_with_the_authorization_header() -> None:
+    """The Auth API over HTTP, and a token in the Authorization header, as
+    etcd's gateway takes it (its own node: enabling auth would change the
+    other tests' node)."""
+    node = start_kvstore()
+    try:
+        assert post(node, "/v3/auth/user/add", {"name": "root", "password": "rpw"})[0] == 200
+        assert post(node, "/v3/auth/user/grant", {"user": "root", "role": "root"})[0] == 200
+        assert post(node, "/v3/auth/enable", {})[0] == 200
+
+        status, err = post(node, "/v3/kv/put", {"key": b64("k"), "value": b64("v")})
+        assert (status, err["code"], err["message"]) == (400, 3, "etcdserver: user name is empty")
+        status, err = post(node, "/v3/auth/authenticate", {"name": "root", "password": "bad"})
+        assert (err["code"], err["message"]) == (
+            3, "etcdserver: authentication failed, invalid user ID or password")
+        status, auth = post(node, "/v3/auth/authenticate", {"name": "root", "password": "rpw"})
+        assert status == 200 and auth["token"]
+
+        def with_token(path: str, body: object, token: str) -> tuple[int, dict]:
+            req = urllib.request.Request(node.base + path, data=json.dumps(body).encode(),
+                                         method="POST", headers={"Authorization": token})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        token = auth["token"]
+        assert with_token("/v3/kv/put", {"key": b64("k"), "value": b64("v")}, token)[0] == 200
+        status, got = with_token("/v3/kv/range", {"key": b64("k")}, token)
+        assert status == 200 and base64.b64decode(got["kvs"][0]["value"]) == b"v"
+        status, err = with_token("/v3/kv/range", {"key": b64("k")}, token + "x")
+        assert (err["code"], err["message"]) == (16, "etcdserver: invalid auth token")
+        assert with_token("/v3/auth/disable", {}, token)[0] == 200
+        assert post(node, "/v3/kv/range", {"key": b64("k")})[0] == 200
+    finally:
+        node.cluster.stop()
 
 
 def test_gateway_calls_are_counted_like_grpc_calls(kvstore_gw: GatewayNode) -> None:
