@@ -394,24 +394,22 @@ class Nemesis:
 
     async def _partition_leader(self) -> None:
         """Cut the leader off from its peers; clients still reach it."""
-        i = await self.target(prefer_leader=1.0)
-        others = [j for j in range(3) if j != i]
-        start = now()
-        netns.cut(self._ns(i), self._ips(others))
-        for j in others:
-            netns.cut(self._ns(j), self._ips([i]))
-        await self._hold_then_heal(2.0, 5.0)
-        self._fault("partition_leader", [i], start)
+        await self._isolate("partition_leader", prefer_leader=1.0)
 
     async def _partition_minority(self) -> None:
-        i = await self.target(prefer_leader=0.0)
+        await self._isolate("partition_minority", prefer_leader=0.0)
+
+    async def _isolate(self, kind: str, prefer_leader: float) -> None:
+        """Cut one member (chosen by `prefer_leader`) off from both peers,
+        hold, heal; its clients still reach it."""
+        i = await self.target(prefer_leader=prefer_leader)
         others = [j for j in range(3) if j != i]
         start = now()
         netns.cut(self._ns(i), self._ips(others))
         for j in others:
             netns.cut(self._ns(j), self._ips([i]))
         await self._hold_then_heal(2.0, 5.0)
-        self._fault("partition_minority", [i], start)
+        self._fault(kind, [i], start)
 
     async def _bridge(self) -> None:
         """Two members cannot talk to each other; both talk to the third."""
